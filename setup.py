@@ -26,7 +26,7 @@ def cython_extensions():
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
     extensions = [
         Extension(
-            "minimtl._kernels." + os.path.splitext(os.path.basename(path))[0],
+            "minimtl.kernels." + os.path.splitext(os.path.basename(path))[0],
             [path],
             include_dirs=[numpy.get_include()],
             extra_compile_args=["-O3"] + openmp,

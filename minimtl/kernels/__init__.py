@@ -1,0 +1,89 @@
+"""The one place that chooses which implementation of the heavy kernels runs.
+
+Backends, each a module with the same four functions (``im2col``, ``col2im``,
+``max_pool2d_forward``, ``max_pool2d_backward``; see ``numpy_backend`` for
+their exact contract):
+
+``numpy``
+    the reference, plain NumPy (``minimtl/kernels/numpy_backend.py``).
+
+Choose with the environment variable ``MINIMTL_BACKEND`` or
+``minimtl.kernels.set_backend(name)``.  ``get_backend()`` returns the module in
+use.  Layers call ``minimtl.kernels.im2col(...)`` etc., which forward to it.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import ModuleType
+
+from minimtl.kernels import numpy_backend
+
+# Fastest first: the default is the first that imports.
+BACKEND_MODULES = {"numpy": "minimtl.kernels.numpy_backend"}
+PREFERENCE = ["numpy"]
+
+_current: ModuleType = numpy_backend
+_current_name = "numpy"
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that import on this machine, fastest first."""
+    names = []
+    for name in PREFERENCE:
+        try:
+            importlib.import_module(BACKEND_MODULES[name])
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def set_backend(name: str) -> str:
+    """Use backend ``name``; if it cannot be imported, fall back to the next fastest with a one-line warning.
+
+    Returns the name of the backend actually in use.
+    """
+    global _current, _current_name
+    if name not in BACKEND_MODULES:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
+    candidates = [name] + [n for n in PREFERENCE if n != name and PREFERENCE.index(n) > PREFERENCE.index(name)]
+    for candidate in candidates:
+        try:
+            module = importlib.import_module(BACKEND_MODULES[candidate])
+        except ImportError as error:
+            warnings.warn(f"minimtl: kernel backend {candidate!r} unavailable ({error}); falling back", RuntimeWarning, stacklevel=2)
+            continue
+        _current, _current_name = module, candidate
+        return candidate
+    _current, _current_name = numpy_backend, "numpy"
+    return "numpy"
+
+
+def get_backend() -> ModuleType:
+    """The module of the backend in use."""
+    return _current
+
+
+def backend_name() -> str:
+    return _current_name
+
+
+def im2col(x, kernel, stride, padding):
+    return _current.im2col(x, kernel, stride, padding)
+
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    return _current.col2im(cols, x_shape, kernel, stride, padding)
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    return _current.max_pool2d_forward(x, kernel, stride, padding)
+
+
+def max_pool2d_backward(grad_out, indices, x_shape):
+    return _current.max_pool2d_backward(grad_out, indices, x_shape)
+
+
+set_backend(os.environ.get("MINIMTL_BACKEND", PREFERENCE[0]))

@@ -1,0 +1,95 @@
+"""Reference kernels in plain NumPy: the source of truth every fast backend is tested against.
+
+Four kernels carry all the heavy lifting of convolution and pooling:
+
+``im2col(x, kernel, stride, padding)``
+    unfolds every receptive field of ``x (N, C, H, W)`` into a column of
+    ``cols (C·KH·KW, N·OH·OW)``.  Row ``c·KH·KW + i·KW + j`` holds input channel
+    ``c`` at kernel offset ``(i, j)``; column ``n·OH·OW + oh·OW + ow`` is output
+    pixel ``(oh, ow)`` of image ``n``.  A convolution is then one matrix
+    product: ``weight.reshape(F, -1) @ cols``.
+``col2im(cols, x_shape, kernel, stride, padding)``
+    the adjoint of ``im2col``: adds every column back onto the pixels it came
+    from (overlapping windows add up).  It is the backward of ``im2col``.
+``max_pool2d_forward(x, kernel, stride, padding)``
+    → ``(out (N, C, OH, OW), indices (N, C, OH, OW) int64)`` where ``indices``
+    is the flat position ``h·W + w`` of each maximum inside its input plane.
+``max_pool2d_backward(grad_out, indices, x_shape)``
+    sends each output gradient to the input pixel that won its window.
+
+Conventions shared by every backend: ``kernel = (KH, KW)``, ``stride = (SH, SW)``,
+``padding = ((top, bottom), (left, right))`` in pixels (asymmetric padding lets
+callers express PyTorch's ``ceil_mode`` and TensorFlow's ``"same"``);
+``OH = (H + top + bottom - KH) // SH + 1`` and likewise ``OW``.  Convolution
+pads with zeros, pooling with -inf.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+Pair = tuple[int, int]
+Padding = tuple[Pair, Pair]
+
+
+def output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
+    """Number of window positions along one axis: ``(size + pads - kernel) // stride + 1``."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def _window(padded: np.ndarray, i: int, j: int, stride: Pair, out_hw: Pair) -> np.ndarray:
+    """The (N, C, OH, OW) view of ``padded`` seen by kernel offset (i, j) at every output pixel."""
+    (sh, sw), (oh, ow) = stride, out_hw
+    return padded[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+
+
+def im2col(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding) -> np.ndarray:
+    """Unfold ``x (N, C, H, W)`` into ``cols (C·KH·KW, N·OH·OW)`` (layout in the module docstring)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = kernel, stride, padding
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr))) if (pt or pb or pl or pr) else x
+    cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = _window(padded, i, j, stride, (oh, ow)).transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], kernel: Pair, stride: Pair, padding: Padding) -> np.ndarray:
+    """Fold ``cols (C·KH·KW, N·OH·OW)`` back to an ``(N, C, H, W)`` array, adding overlaps."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = kernel, stride, padding
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    padded = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=cols.dtype)
+    cols6 = cols.reshape(c, kh, kw, n, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            _window(padded, i, j, stride, (oh, ow))[...] += cols6[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, pt : pt + h, pl : pl + w]
+
+
+def max_pool2d_forward(x: np.ndarray, kernel: Pair, stride: Pair, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
+    """Max over each window of ``x (N, C, H, W)`` → ``(out (N, C, OH, OW), indices (N, C, OH, OW) int64)``."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = kernel, stride, padding
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=-np.inf) if (pt or pb or pl or pr) else x
+    out = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
+    best = np.zeros((n, c, oh, ow), dtype=np.int64)  # winning offset i·KW + j; the first maximum wins ties
+    for i in range(kh):
+        for j in range(kw):
+            candidate = _window(padded, i, j, stride, (oh, ow))
+            better = candidate > out
+            out = np.where(better, candidate, out)
+            best[better] = i * kw + j
+    rows = np.arange(oh).reshape(-1, 1) * sh + best // kw - pt
+    columns = np.arange(ow) * sw + best % kw - pl
+    return out, rows * w + columns
+
+
+def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, x_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Scatter ``grad_out (N, C, OH, OW)`` onto the winners ``indices`` → ``grad_x (N, C, H, W)``."""
+    n, c, h, w = x_shape
+    planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
+    flat = np.bincount((planes + indices).ravel(), weights=grad_out.ravel(), minlength=n * c * h * w)
+    return flat.astype(grad_out.dtype, copy=False).reshape(x_shape)

@@ -2,5 +2,22 @@
 
 Reproduces Rohani, Farsi and Mohamadzadeh, "Deep Multi-task Convolutional
 Neural Networks for Efficient Classification of Face Attributes", IJE 36(11), 2023.
+
+A tour, in reading order:
+    autograd.py       Tensor, Function, backward()
+    ops.py            arithmetic, matmul, reshape, sum, exp/log, concat
+    kernels/          im2col, col2im and max-pool kernels (NumPy reference; Cython, Numba)
+    functional.py     conv2d, max_pool2d, batch_norm, dropout, linear, prelu, softmax
+    losses.py         Eq. (1) masked cross-entropy, Eq. (2) total loss with L2
+    nn.py             Module, Conv2d, Linear, BatchNorm1d/2d, Dropout, ...
+    optim.py          SGD, Adam, Eq. (4) ExponentialDecay
+    serialization.py  save/load weights as .npz
+    gradcheck.py      numerical gradient checks
 """
+from minimtl.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor
+from minimtl.ops import concat
+from minimtl.serialization import load, save
+
 __version__ = "0.1.0"
+
+__all__ = ["Function", "Tensor", "as_tensor", "concat", "is_grad_enabled", "load", "no_grad", "save", "tensor"]

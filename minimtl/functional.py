@@ -1,0 +1,434 @@
+"""Layers as functions: convolution, pooling, batch-norm, dropout, linear, PReLU, softmax.
+
+Each is a ``Function`` with forward and backward side by side (or, where
+that is simpler and just as fast, a composition of primitives from
+``minimtl/ops.py``).  The modules in ``minimtl/nn.py`` hold the parameters
+and call these.  Image tensors are NCHW: ``(batch, channels, height, width)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from minimtl import kernels, ops
+from minimtl.autograd import Context, Function, Tensor, as_tensor
+
+IntPair = int | tuple[int, int]
+
+
+# ------------------------------------------------------------------ checks
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) != v or v < 0 for v in pair):
+        raise ValueError(f"{name} must be a non-negative int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_float(x: Tensor, name: str) -> None:
+    """Raise TypeError unless ``x`` holds floating-point numbers."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a minimtl.Tensor, got {type(x).__name__}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be floating point (float32 or float64), got dtype {x.dtype}; use x.astype(np.float32)")
+
+
+def check_image_batch(x: Tensor, channels: int | None, name: str = "input") -> None:
+    """Raise a clear error unless ``x`` is a float (N, C, H, W) batch with ``channels`` channels."""
+    check_float(x, name)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {x.ndim} dimensions {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels but the layer expects {channels} (shape {tuple(x.shape)})")
+
+
+# ------------------------------------------------------------------ linear
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Fully connected layer ``y = x @ weightᵀ + bias``.
+
+    Shapes: ``x (N, in)``, ``weight (out, in)``, ``bias (out,)`` → ``y (N, out)``.
+    Composed from ``matmul`` and ``add``, whose backwards give
+    ``grad_x = grad @ weight``, ``grad_weight = gradᵀ @ x``, ``grad_bias = Σ_N grad``.
+    """
+    check_float(x, "linear input")
+    if x.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"linear expects input (N, {weight.shape[1]}), got {tuple(x.shape)}")
+    y = ops.matmul(x, ops.transpose(weight))
+    return y + bias if bias is not None else y
+
+
+# ------------------------------------------------------------- convolution
+def conv_padding(padding: IntPair | str, kernel: tuple[int, int], stride: tuple[int, int], size: tuple[int, int]):
+    """Explicit ((top, bottom), (left, right)) padding for ``padding`` = int, pair or ``"same"``.
+
+    ``"same"`` follows TensorFlow: output size ``ceil(size / stride)``, the
+    odd pixel of padding going at the end (bottom/right).
+    """
+    if isinstance(padding, str):
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a pair or 'same', got {padding!r}")
+        pads = []
+        for n, k, s in zip(size, kernel, stride):
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    ph, pw = _pair(padding, "padding")
+    return ((ph, ph), (pw, pw))
+
+
+class Conv2dFunction(Function):
+    """2-D cross-correlation as im2col + one matrix product.
+
+    Shapes: ``x (N, C, H, W)``, ``weight (F, C, KH, KW)``, ``bias (F,)`` →
+    ``y (N, F, OH, OW)`` with ``OH = (H + top + bottom − KH) // SH + 1``.
+
+    Forward: ``cols = im2col(x)`` is ``(C·KH·KW, N·OH·OW)``; ``y = W₂ @ cols``
+    with ``W₂ = weight.reshape(F, C·KH·KW)``.
+    Backward: ``grad_W₂ = G @ colsᵀ``, ``grad_cols = W₂ᵀ @ G``,
+    ``grad_x = col2im(grad_cols)``, ``grad_bias = Σ G`` over pixels, where ``G``
+    is the upstream gradient reshaped to ``(F, N·OH·OW)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride, padding) -> np.ndarray:
+        n = x.shape[0]
+        f, _, kh, kw = weight.shape
+        cols = kernels.im2col(x, (kh, kw), stride, padding)
+        out = weight.reshape(f, -1) @ cols  # (F, N·OH·OW)
+        if bias is not None:
+            out += bias.reshape(f, 1)
+        oh = kernels.numpy_backend.output_size(x.shape[2], kh, stride[0], *padding[0])
+        ow = kernels.numpy_backend.output_size(x.shape[3], kw, stride[1], *padding[1])
+        ctx.save_for_backward(cols, weight)
+        ctx.geometry = (x.shape, (kh, kw), stride, padding)
+        return out.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        cols, weight = ctx.saved
+        x_shape, kernel, stride, padding = ctx.geometry
+        f = weight.shape[0]
+        g = grad.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N·OH·OW)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_grad[0]:
+            grad_x = kernels.col2im(weight.reshape(f, -1).T @ g, x_shape, kernel, stride, padding)
+        if ctx.needs_grad[1]:
+            grad_w = (g @ cols.T).reshape(weight.shape)
+        if len(ctx.needs_grad) > 2 and ctx.needs_grad[2]:
+            grad_b = g.sum(axis=1)
+        return (grad_x, grad_w, grad_b) if len(ctx.needs_grad) > 2 else (grad_x, grad_w)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1, padding: IntPair | str = 0) -> Tensor:
+    """2-D convolution (cross-correlation, as in every deep-learning framework).
+
+    Args:
+        x: ``(N, C, H, W)`` float input.
+        weight: ``(F, C, KH, KW)`` filters; kernels need not be square.
+        bias: ``(F,)`` or None.
+        stride: int or (SH, SW).
+        padding: int, (PH, PW) zero-padding on both sides, or ``"same"``.
+
+    Returns:
+        ``(N, F, OH, OW)``.
+    """
+    check_image_batch(x, weight.shape[1] if weight.ndim == 4 else None, "conv2d input")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d weight must have shape (F, C, KH, KW), got {tuple(weight.shape)}")
+    stride = _pair(stride, "stride")
+    if min(stride) < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
+    pads = conv_padding(padding, weight.shape[2:], stride, x.shape[2:])
+    for size, k, (before, after), axis in zip(x.shape[2:], weight.shape[2:], pads, ("height", "width")):
+        if size + before + after < k:
+            raise ValueError(f"conv2d input {axis} {size} (padded {size + before + after}) is smaller than the kernel {k}")
+    return Conv2dFunction.apply(x, weight, bias, stride, pads)  # a None bias is simply not an input
+
+
+# ------------------------------------------------------------------ pooling
+def pool_padding(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], padding: IntPair | str, ceil_mode: bool):
+    """Explicit ((top, bottom), (left, right)) padding for max-pooling.
+
+    ``ceil_mode=True`` (PyTorch, Caffe) rounds the output size up, adding the
+    extra pixels at the end, but never starts a window inside the end padding.
+    ``padding="same"`` is TensorFlow's: output ``ceil(size / stride)``, extra at the end.
+    """
+    if isinstance(padding, str):
+        return conv_padding(padding, kernel, stride, size)
+    pads = []
+    for n, k, s, p in zip(size, kernel, stride, _pair(padding, "padding")):
+        if 2 * p > k:
+            raise ValueError(f"max_pool2d padding {p} must be at most half the kernel {k}")
+        out = (n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= n + p:
+            out -= 1  # the last window would start in the padding
+        pads.append((p, max((out - 1) * s + k - n - p, p)))
+    return tuple(pads)
+
+
+class MaxPool2dFunction(Function):
+    """Max over each window; the gradient goes to the winning pixel.
+
+    Shapes: ``x (N, C, H, W)`` → ``(N, C, OH, OW)``; the backward keeps the
+    flat index of every maximum (``indices``) and scatters into ``(N, C, H, W)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, kernel, stride, padding) -> np.ndarray:
+        out, indices = kernels.max_pool2d_forward(x, kernel, stride, padding)
+        ctx.save_for_backward(indices)
+        ctx.x_shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        (indices,) = ctx.saved
+        return kernels.max_pool2d_backward(grad, indices, ctx.x_shape)
+
+
+def max_pool2d(x: Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair | str = 0, ceil_mode: bool = False) -> Tensor:
+    """2-D max pooling.
+
+    Args:
+        x: ``(N, C, H, W)``.
+        kernel_size: int or (KH, KW).
+        stride: int or pair; defaults to ``kernel_size``.
+        padding: int or pair (padded with -inf), or ``"same"`` (TensorFlow's, as MTCNN uses).
+        ceil_mode: round the output size up instead of down.
+
+    Returns:
+        ``(N, C, OH, OW)``.
+    """
+    check_image_batch(x, None, "max_pool2d input")
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    if min(kernel) < 1 or min(stride) < 1:
+        raise ValueError(f"kernel_size and stride must be at least 1, got {kernel} and {stride}")
+    pads = pool_padding(x.shape[2:], kernel, stride, padding, ceil_mode)
+    for size, k, (before, after) in zip(x.shape[2:], kernel, pads):
+        if size + before + after < k:
+            raise ValueError(f"max_pool2d input of size {tuple(x.shape[2:])} is smaller than the kernel {kernel}")
+    return MaxPool2dFunction.apply(x, kernel, stride, pads)
+
+
+# ---------------------------------------------------------------- batch-norm
+class BatchNormFunction(Function):
+    """Normalise with the batch's own statistics (training mode), fused forward and backward.
+
+    Shapes: ``x (N, C)`` or ``(N, C, H, W)``; ``weight``, ``bias`` ``(C,)``.
+    Statistics are over every axis but 1.  With ``x̂ = (x − μ) / √(σ² + ε)``,
+    ``y = weight · x̂ + bias``, and ``m`` values per channel, the backward is
+    ``grad_x = weight / √(σ² + ε) · (g − mean(g) − x̂ · mean(g · x̂))``.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(var + eps)
+        x_hat = (x - mean) * inv_std
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        ctx.axes, ctx.shape = axes, shape
+        out = x_hat * weight.reshape(shape) if weight is not None else x_hat.copy()
+        if bias is not None:
+            out += bias.reshape(shape)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        x_hat, inv_std, weight = ctx.saved
+        axes, shape = ctx.axes, ctx.shape
+        scale = inv_std * weight.reshape(shape) if weight is not None else inv_std
+        mean_g = grad.mean(axis=axes, keepdims=True)
+        mean_gx = (grad * x_hat).mean(axis=axes, keepdims=True)
+        grad_x = scale * (grad - mean_g - x_hat * mean_gx)
+        grads = [grad_x]
+        if weight is not None:
+            grads.append((grad * x_hat).sum(axis=axes))
+        if len(ctx.needs_grad) > len(grads):
+            grads.append(grad.sum(axis=axes))
+        return tuple(grads)
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalisation over axis 1 of ``x (N, C)`` or ``x (N, C, H, W)``.
+
+    In training, normalises with the batch mean and (biased) variance and
+    updates ``running_mean``/``running_var`` in place:
+    ``running = (1 − momentum) · running + momentum · batch`` (the running
+    variance uses the unbiased batch variance, as PyTorch does).  In evaluation,
+    normalises with the running statistics, a fixed affine map.
+    ``weight`` (the scale γ) and ``bias`` (the shift β) are ``(C,)`` or None.
+    """
+    check_float(x, "batch_norm input")
+    if x.ndim not in (2, 4):
+        raise ValueError(f"batch_norm expects (N, C) or (N, C, H, W), got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    for name, value in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if value is not None and value.shape != (channels,):
+            raise ValueError(f"batch_norm {name} has shape {tuple(value.shape)}, expected ({channels},) for input {tuple(x.shape)}")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        count = x.size // channels
+        if count < 2:
+            raise ValueError(f"batch_norm in training needs more than one value per channel, got input {tuple(x.shape)}")
+        out = BatchNormFunction.apply(x, weight, bias, eps)  # a None weight or bias is simply not an input
+        if running_mean is not None:
+            axes = (0,) + tuple(range(2, x.ndim))
+            mean, var = x.data.mean(axis=axes), x.data.var(axis=axes)
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+            running_var *= 1 - momentum
+            running_var += momentum * var * count / (count - 1)
+        return out
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm in evaluation mode needs running_mean and running_var")
+    inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    scale = Tensor(inv_std.reshape(shape), _copy=False)
+    out = (x - Tensor(running_mean.astype(x.dtype).reshape(shape), _copy=False)) * scale
+    if weight is not None:
+        out = out * ops.reshape(weight, shape)
+    if bias is not None:
+        out = out + ops.reshape(bias, shape)
+    return out
+
+
+# ------------------------------------------------------------------ dropout
+class DropoutFunction(Function):
+    """Multiply by a fixed 0/(1/(1−p)) mask: the gradient goes through the same mask."""
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        (mask,) = ctx.saved
+        return grad * mask
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: np.random.Generator | None = None) -> Tensor:
+    """Inverted dropout: in training, zero each value with probability ``p`` and scale the rest by ``1/(1−p)``,
+    so evaluation (which returns ``x`` unchanged) needs no rescaling.  ``x`` any shape.
+    """
+    check_float(x, "dropout input")
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    generator = generator if generator is not None else np.random.default_rng()
+    keep = generator.random(x.shape) >= p
+    mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
+    return DropoutFunction.apply(x, mask)
+
+
+# ----------------------------------------------------------- activations
+class PReLUFunction(Function):
+    """Parametric ReLU: ``y = x`` where ``x > 0``, else ``alpha · x``; one ``alpha`` per channel (axis 1).
+
+    Shapes: ``x (N, C, *)``, ``alpha (C,)`` or ``(1,)``.  MTCNN uses it after every convolution.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        a = alpha.reshape(shape)
+        ctx.save_for_backward(x, a)
+        ctx.alpha_shape = alpha.shape
+        return np.where(x > 0, x, a * x)
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        x, a = ctx.saved
+        positive = x > 0
+        grad_x = np.where(positive, grad, a * grad)
+        axes = (0,) + tuple(range(2, x.ndim))
+        grad_a = np.where(positive, 0, grad * x).sum(axis=axes)
+        if ctx.alpha_shape == (1,):
+            grad_a = grad_a.sum(keepdims=True)
+        return grad_x, grad_a.reshape(ctx.alpha_shape)
+
+
+def prelu(x: Tensor, alpha: Tensor) -> Tensor:
+    """PReLU with per-channel slopes ``alpha (C,)`` (or one shared slope ``(1,)``) on ``x (N, C, *)``."""
+    check_float(x, "prelu input")
+    if x.ndim < 2 or alpha.shape not in ((x.shape[1],), (1,)):
+        raise ValueError(f"prelu alpha of shape {tuple(alpha.shape)} does not fit input {tuple(x.shape)} (channels on axis 1)")
+    return PReLUFunction.apply(x, as_tensor(alpha))
+
+
+def relu(x: Tensor) -> Tensor:
+    """``max(x, 0)``."""
+    return ops.relu(x)
+
+
+class LogSoftmaxFunction(Function):
+    """``log_softmax(x)_j = x_j − log Σ_k exp(x_k)``, computed after subtracting the max (never overflows).
+
+    Backward: ``grad − softmax · Σ grad``.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, axis: int) -> np.ndarray:
+        shifted = x - x.max(axis=axis, keepdims=True)
+        out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        (out,) = ctx.saved
+        return grad - np.exp(out) * grad.sum(axis=ctx.axis, keepdims=True)
+
+
+class SoftmaxFunction(Function):
+    """``softmax(x)_j = exp(x_j) / Σ_k exp(x_k)`` (max-shifted).  Backward: ``s · (grad − Σ grad · s)``."""
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, axis: int) -> np.ndarray:
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        out = e / e.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        (s,) = ctx.saved
+        return s * (grad - (grad * s).sum(axis=ctx.axis, keepdims=True))
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """Log of the softmax along ``axis``, numerically stable."""
+    check_float(x, "log_softmax input")
+    return LogSoftmaxFunction.apply(x, axis)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """Softmax along ``axis`` (probabilities summing to one), numerically stable."""
+    check_float(x, "softmax input")
+    return SoftmaxFunction.apply(x, axis)
+
+
+def concat(tensors: Sequence[Tensor], axis: int = 1) -> Tensor:
+    """Concatenate along ``axis``; see ``minimtl.ops.concat``."""
+    return ops.concat(tensors, axis)
+
+
+def flatten(x: Tensor, start_axis: int = 1) -> Tensor:
+    """``(N, C, H, W)`` → ``(N, C·H·W)``."""
+    return ops.flatten(x, start_axis)

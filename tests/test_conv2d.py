@@ -1,0 +1,78 @@
+"""conv2d: gradient checks, and the im2col forward against a direct nested-loop convolution."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minimtl as mt
+from minimtl import functional as F
+from minimtl.gradcheck import gradcheck
+from strategies import conv_geometry, random_array, settings_fast
+
+pytestmark = pytest.mark.layers
+
+
+def direct_conv2d(x, weight, bias, stride, padding):
+    """The definition, one output value at a time: Σ_c Σ_i Σ_j x_pad[n, c, oh·sh + i, ow·sw + j] · w[f, c, i, j]."""
+    (sh, sw), ((pt, pb), (pl, pr)) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    n, _, h, w = xp.shape
+    f, _, kh, kw = weight.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.zeros((n, f, oh, ow))
+    for b in range(n):
+        for k in range(f):
+            for i in range(oh):
+                for j in range(ow):
+                    out[b, k, i, j] = np.sum(xp[b, :, i * sh:i * sh + kh, j * sw:j * sw + kw] * weight[k])
+            if bias is not None:
+                out[b, k] += bias[k]
+    return out
+
+
+@settings(**settings_fast)
+@given(conv_geometry(), st.booleans(), st.booleans(), st.integers(0, 2**16))
+def test_conv2d_matches_direct_convolution_and_its_gradients_check(g, with_bias, noncontiguous, seed):
+    x = random_array((g["n"], g["c"], g["h"], g["w"]), seed, noncontiguous=noncontiguous)
+    weight = random_array((g["f"], g["c"], g["kh"], g["kw"]), seed + 1)
+    bias = random_array((g["f"],), seed + 2) if with_bias else None
+    stride, padding = (g["sh"], g["sw"]), (g["ph"], g["pw"])
+    out = F.conv2d(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias) if with_bias else None, stride, padding)
+    expected = direct_conv2d(x, weight, bias, stride, ((g["ph"],) * 2, (g["pw"],) * 2))
+    np.testing.assert_allclose(out.data, expected, rtol=1e-10, atol=1e-10)
+    if with_bias:
+        gradcheck(lambda a, b, c: F.conv2d(a, b, c, stride, padding), [x, weight, bias])
+    else:
+        gradcheck(lambda a, b: F.conv2d(a, b, None, stride, padding), [x, weight])
+
+
+@pytest.mark.parametrize("size,stride", [(7, 1), (7, 2), (8, 2), (5, 3)])
+def test_same_padding_gives_ceil_of_size_over_stride(size, stride):
+    x = mt.Tensor(np.random.default_rng(0).standard_normal((1, 2, size, size)))
+    w = mt.Tensor(np.random.default_rng(1).standard_normal((3, 2, 3, 3)))
+    out = F.conv2d(x, w, None, stride, "same")
+    assert out.shape == (1, 3, -(-size // stride), -(-size // stride))
+    pads = F.conv_padding("same", (3, 3), (stride, stride), (size, size))
+    np.testing.assert_allclose(out.data, direct_conv2d(x.data, w.data, None, (stride, stride), pads), atol=1e-12)
+
+
+def test_float32_stays_float32():
+    x = mt.Tensor(np.ones((1, 1, 4, 4), np.float32))
+    w = mt.Tensor(np.ones((2, 1, 3, 3), np.float32))
+    assert F.conv2d(x, w, padding=1).dtype == np.float32
+
+
+def test_bad_inputs_name_the_problem():
+    w = mt.Tensor(np.ones((2, 3, 3, 3)))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        F.conv2d(mt.Tensor(np.ones((3, 8, 8))), w)
+    with pytest.raises(ValueError, match="1 channels but the layer expects 3"):
+        F.conv2d(mt.Tensor(np.ones((1, 1, 8, 8))), w)
+    with pytest.raises(TypeError, match="floating point"):
+        F.conv2d(mt.Tensor(np.ones((1, 3, 8, 8), dtype=np.uint8)), w)
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        F.conv2d(mt.Tensor(np.ones((1, 3, 2, 8))), w)
+    with pytest.raises(ValueError, match="stride"):
+        F.conv2d(mt.Tensor(np.ones((1, 3, 8, 8))), w, stride=0)
+    with pytest.raises(ValueError, match="padding"):
+        F.conv2d(mt.Tensor(np.ones((1, 3, 8, 8))), w, padding="valid-ish")

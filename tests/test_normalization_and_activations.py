@@ -1,0 +1,161 @@
+"""batch_norm, dropout, PReLU, softmax / log-softmax and linear: gradients, references, train/eval."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minimtl as mt
+from minimtl import functional as F
+from minimtl import nn, ops
+from minimtl.gradcheck import gradcheck
+from strategies import random_array, settings_fast
+
+pytestmark = pytest.mark.layers
+
+
+def composed_batch_norm(x, weight, bias, eps):
+    """Batch-norm built from primitives (mean, subtract, power, divide) — an independent forward and backward."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = ops.mean(x, axes, keepdims=True)
+    centred = x - mean
+    var = ops.mean(centred * centred, axes, keepdims=True)
+    out = centred / ops.power(var + eps, 0.5)
+    if weight is not None:
+        out = out * ops.reshape(weight, shape)
+    if bias is not None:
+        out = out + ops.reshape(bias, shape)
+    return out
+
+
+@settings(**settings_fast)
+@given(st.sampled_from([(4, 3), (2, 3, 2, 3), (1, 2, 3, 1), (5, 1)]), st.booleans(), st.booleans(), st.integers(0, 2**16))
+def test_batch_norm_training_gradients_and_composed_reference(shape, scale, shift, seed):
+    x = random_array(shape, seed) * 3 + 1
+    params = [random_array((shape[1],), seed + 1) if scale else None, random_array((shape[1],), seed + 2) if shift else None]
+    present = [p for p in params if p is not None]
+
+    def fused(xt, *pt):
+        it = iter(pt)
+        w = next(it) if scale else None
+        b = next(it) if shift else None
+        return F.batch_norm(xt, None, None, w, b, training=True)
+
+    def composed(xt, *pt):
+        it = iter(pt)
+        w = next(it) if scale else None
+        b = next(it) if shift else None
+        return composed_batch_norm(xt, w, b, 1e-5)
+
+    gradcheck(fused, [x] + present)
+    tensors = [mt.Tensor(a, requires_grad=True) for a in [x] + present]
+    twins = [mt.Tensor(a.copy(), requires_grad=True) for a in [x] + present]
+    upstream = random_array(shape, seed + 3)
+    out, ref = fused(*tensors), composed(*twins)
+    np.testing.assert_allclose(out.data, ref.data, rtol=1e-10, atol=1e-10)
+    out.backward(upstream)
+    ref.backward(upstream)
+    for a, b in zip(tensors, twins):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-8, atol=1e-10)
+
+
+def test_batch_norm_train_and_eval_modes_differ_and_running_stats_follow_momentum():
+    rng = np.random.default_rng(0)
+    layer = nn.BatchNorm2d(3, momentum=0.25)
+    x = mt.Tensor((rng.standard_normal((8, 3, 4, 4)) * 2 + 5).astype(np.float32))
+    trained = layer(x)
+    per_channel = x.data.transpose(1, 0, 2, 3).reshape(3, -1)
+    np.testing.assert_allclose(layer.running_mean, 0.25 * per_channel.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(layer.running_var, 0.75 + 0.25 * per_channel.var(1, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(trained.data.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    layer.eval()
+    evaluated = layer(x)
+    expected = (x.data - layer.running_mean.reshape(1, 3, 1, 1)) / np.sqrt(layer.running_var.reshape(1, 3, 1, 1) + 1e-5)
+    np.testing.assert_allclose(evaluated.data, expected, rtol=1e-5)
+    assert not np.allclose(evaluated.data, trained.data)
+    before = layer.running_mean.copy()
+    layer(x)
+    np.testing.assert_array_equal(layer.running_mean, before)  # evaluation never updates the statistics
+
+
+def test_batch_norm_eval_gradient():
+    running_mean, running_var = np.array([0.5, -1.0]), np.array([2.0, 0.5])
+    x = random_array((3, 2, 2, 2), 1)
+    gradcheck(lambda t, w, b: F.batch_norm(t, running_mean, running_var, w, b, training=False),
+              [x, np.array([1.5, -0.5]), np.array([0.1, 0.2])])
+
+
+def test_batch_norm_rejects_a_single_value_per_channel_and_wrong_shapes():
+    with pytest.raises(ValueError, match="more than one value"):
+        F.batch_norm(mt.Tensor(np.ones((1, 3))), None, None)
+    with pytest.raises(ValueError, match="expects 2-D"):
+        nn.BatchNorm1d(3)(mt.Tensor(np.ones((2, 3, 1, 1))))
+    with pytest.raises(ValueError, match="got 4 channels"):
+        nn.BatchNorm2d(3)(mt.Tensor(np.ones((2, 4, 1, 1))))
+
+
+def test_dropout_train_eval_scaling_and_seed():
+    x = mt.Tensor(np.ones((200, 50)))
+    layer = nn.Dropout(0.5, generator=np.random.default_rng(7))
+    out = layer(x)
+    kept = out.data != 0
+    assert 0.45 < kept.mean() < 0.55
+    np.testing.assert_array_equal(out.data[kept], 2.0)  # inverted dropout: survivors scaled by 1/(1-p)
+    again = nn.Dropout(0.5, generator=np.random.default_rng(7))(x)
+    np.testing.assert_array_equal(out.data, again.data)
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_dropout_gradient_uses_the_same_mask():
+    x = mt.Tensor(random_array((4, 6), 0), requires_grad=True)
+    out = F.dropout(x, 0.3, True, np.random.default_rng(3))
+    out.backward(np.ones((4, 6)))
+    np.testing.assert_array_equal(x.grad != 0, out.data != 0)
+    np.testing.assert_allclose(x.grad[x.grad != 0], 1 / 0.7)
+    gradcheck(lambda t: F.dropout(t, 0.3, True, np.random.default_rng(3)), [random_array((4, 6), 1)])
+
+
+@settings(**settings_fast)
+@given(st.sampled_from([(2, 3), (2, 3, 4, 4), (1, 1, 2, 2)]), st.booleans(), st.integers(0, 2**16))
+def test_prelu_gradient(shape, shared, seed):
+    x = random_array(shape, seed)
+    x = np.sign(x) * (np.abs(x) + 1e-3)
+    alpha = random_array((1,) if shared else (shape[1],), seed + 1)
+    gradcheck(F.prelu, [x, alpha])
+    out = F.prelu(mt.Tensor(x), mt.Tensor(alpha)).data
+    a = alpha.reshape((1, -1) + (1,) * (len(shape) - 2))
+    np.testing.assert_allclose(out, np.maximum(x, 0) + a * np.minimum(x, 0))
+
+
+@settings(**settings_fast)
+@given(st.sampled_from([(1, 2), (3, 5), (2, 3, 4)]), st.integers(-1, 1), st.integers(0, 2**16))
+def test_softmax_and_log_softmax(shape, axis, seed):
+    x = random_array(shape, seed) * 3
+    gradcheck(lambda t: F.softmax(t, axis), [x])
+    gradcheck(lambda t: F.log_softmax(t, axis), [x])
+    composed = ops.exp(mt.Tensor(x)) / ops.sum(ops.exp(mt.Tensor(x)), axis, keepdims=True)
+    np.testing.assert_allclose(F.softmax(mt.Tensor(x), axis).data, composed.data, rtol=1e-12)
+    np.testing.assert_allclose(F.log_softmax(mt.Tensor(x), axis).data, np.log(composed.data), rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_is_stable_for_huge_logits():
+    x = mt.Tensor(np.array([[1000.0, 0.0, -1000.0]]))
+    assert np.all(np.isfinite(F.log_softmax(x).data))
+    np.testing.assert_allclose(F.softmax(x).data, [[1.0, 0.0, 0.0]])
+
+
+@settings(**settings_fast)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**16))
+def test_linear_gradient_and_value(n, fan_in, fan_out, seed):
+    x, w, b = random_array((n, fan_in), seed), random_array((fan_out, fan_in), seed + 1), random_array((fan_out,), seed + 2)
+    gradcheck(F.linear, [x, w, b])
+    np.testing.assert_allclose(F.linear(mt.Tensor(x), mt.Tensor(w), mt.Tensor(b)).data, x @ w.T + b)
+
+
+def test_linear_rejects_wrong_features_and_integers():
+    layer = nn.Linear(4, 2)
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        layer(mt.Tensor(np.ones((3, 5), np.float32)))
+    with pytest.raises(TypeError, match="floating point"):
+        layer(mt.Tensor(np.ones((3, 4), np.int64)))

@@ -4,8 +4,18 @@ Backends, each a module with the same four functions (``im2col``, ``col2im``,
 ``max_pool2d_forward``, ``max_pool2d_backward``; see ``numpy_backend`` for
 their exact contract):
 
+``cython``
+    loops compiled by ``setup.py`` from ``kernels/cython_kernels.pyx``, OpenMP
+    over the batch (``minimtl/kernels/cython_backend.py``); the default when built.
+``numba``
+    the same loops as ``@njit`` Python (``minimtl/kernels/numba_backend.py``),
+    compiled at first use and cached.
 ``numpy``
     the reference, plain NumPy (``minimtl/kernels/numpy_backend.py``).
+
+The fast backends may lay memory out differently (channels-last views,
+Fortran-order columns; see ``minimtl/kernels/compiled.py``) but return the
+same shapes and values as the reference.
 
 Choose with the environment variable ``MINIMTL_BACKEND`` or
 ``minimtl.kernels.set_backend(name)``.  ``get_backend()`` returns the module in
@@ -21,8 +31,12 @@ from types import ModuleType
 from minimtl.kernels import numpy_backend
 
 # Fastest first: the default is the first that imports.
-BACKEND_MODULES = {"numpy": "minimtl.kernels.numpy_backend"}
-PREFERENCE = ["numpy"]
+BACKEND_MODULES = {
+    "numpy": "minimtl.kernels.numpy_backend",
+    "numba": "minimtl.kernels.numba_backend",
+    "cython": "minimtl.kernels.cython_backend",
+}
+PREFERENCE = ["cython", "numba", "numpy"]
 
 _current: ModuleType = numpy_backend
 _current_name = "numpy"

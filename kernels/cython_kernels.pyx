@@ -1,0 +1,196 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Compiled loops behind ``minimtl/kernels/cython_backend.py``.
+
+Most kernels exist twice, once per memory layout of the image batch:
+
+``*_planar``
+    the image is ``x (N, C, H, W)`` C-contiguous: every channel a plane.
+``*_channels_last``
+    the image is ``x (N, H, W, C)`` C-contiguous: the channels of one pixel
+    side by side (what PyTorch calls channels-last, TensorFlow NHWC).
+
+Both compute exactly what ``minimtl/kernels/numpy_backend.py`` computes; the
+wrappers in ``cython_backend.py`` pick the variant that reads memory in order
+and present the NCHW contract.  ``col2im`` has only the channels-last
+variant: the gradient it returns is for a convolution input, and minimtl's
+convolutions produce channels-last outputs (see ``Conv2dFunction``).  The column matrix is written transposed,
+``cols_t (N·OH·OW, C·KH·KW)`` C-contiguous, so each output pixel's receptive
+field is one contiguous row (``cols_t.T`` is the contract's
+``cols (C·KH·KW, N·OH·OW)``).  Column ``c·KH·KW + i·KW + j`` holds channel
+``c`` at kernel offset ``(i, j)``.
+
+The outer loop runs over the batch with OpenMP (``prange``): images never
+share output memory, so the threads need no locks.  Loops are written in
+nogil Cython so each line reads like the NumPy reference.
+"""
+from cython.parallel import prange
+from libc.math cimport INFINITY
+
+ctypedef fused floating:
+    float
+    double
+
+ctypedef long long index_t  # int64, the dtype of pooling indices
+
+
+# ----------------------------------------------------------------- im2col
+def im2col_planar(const floating[:, :, :, ::1] x, floating[:, ::1] cols_t,
+                  int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow):
+    """Fill ``cols_t (N·OH·OW, C·KH·KW)`` from ``x (N, C, H, W)``; padding reads as zero."""
+    cdef Py_ssize_t n_images = x.shape[0], channels = x.shape[1], height = x.shape[2], width = x.shape[3]
+    cdef Py_ssize_t n, row, col, c, i, j, h, w, r, q
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for r in range(oh):
+            for q in range(ow):
+                row = (n * oh + r) * ow + q
+                col = 0
+                for c in range(channels):
+                    for i in range(kh):
+                        h = r * sh - pad_top + i
+                        for j in range(kw):
+                            w = q * sw - pad_left + j
+                            if 0 <= h < height and 0 <= w < width:
+                                cols_t[row, col] = x[n, c, h, w]
+                            else:
+                                cols_t[row, col] = 0
+                            col = col + 1
+
+
+def im2col_channels_last(const floating[:, :, :, ::1] x, floating[:, ::1] cols_t,
+                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow):
+    """Fill ``cols_t (N·OH·OW, C·KH·KW)`` from ``x (N, H, W, C)``; padding reads as zero."""
+    cdef Py_ssize_t n_images = x.shape[0], height = x.shape[1], width = x.shape[2], channels = x.shape[3]
+    cdef Py_ssize_t kernel_area = kh * kw
+    cdef Py_ssize_t n, row, c, i, j, h, w, r, q, offset
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for r in range(oh):
+            for q in range(ow):
+                row = (n * oh + r) * ow + q
+                for i in range(kh):
+                    h = r * sh - pad_top + i
+                    for j in range(kw):
+                        w = q * sw - pad_left + j
+                        offset = i * kw + j
+                        if 0 <= h < height and 0 <= w < width:
+                            for c in range(channels):
+                                cols_t[row, c * kernel_area + offset] = x[n, h, w, c]
+                        else:
+                            for c in range(channels):
+                                cols_t[row, c * kernel_area + offset] = 0
+
+
+# ----------------------------------------------------------------- col2im
+def col2im_channels_last(const floating[:, ::1] cols_t, floating[:, :, :, ::1] out,
+                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow):
+    """Add every row of ``cols_t (N·OH·OW, C·KH·KW)`` onto zeroed ``out (N, H, W, C)``; padding is dropped."""
+    cdef Py_ssize_t n_images = out.shape[0], height = out.shape[1], width = out.shape[2], channels = out.shape[3]
+    cdef Py_ssize_t kernel_area = kh * kw
+    cdef Py_ssize_t n, row, c, i, j, h, w, r, q, offset
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for r in range(oh):
+            for q in range(ow):
+                row = (n * oh + r) * ow + q
+                for i in range(kh):
+                    h = r * sh - pad_top + i
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kw):
+                        w = q * sw - pad_left + j
+                        if w < 0 or w >= width:
+                            continue
+                        offset = i * kw + j
+                        for c in range(channels):
+                            out[n, h, w, c] += cols_t[row, c * kernel_area + offset]
+
+
+# ------------------------------------------------------------- max-pooling
+def max_pool_forward_planar(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, index_t[:, :, :, ::1] indices,
+                            int kh, int kw, int sh, int sw, int pad_top, int pad_left):
+    """Window maxima of ``x (N, C, H, W)`` into ``out``/``indices (N, C, OH, OW)``; the first maximum wins ties.
+
+    ``indices`` holds ``h·W + w`` in the input plane.  A window that sees only
+    padding (or only -inf) keeps -inf and the index of its top-left offset, as
+    the reference does.
+    """
+    cdef Py_ssize_t n_images = x.shape[0], channels = x.shape[1], height = x.shape[2], width = x.shape[3]
+    cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t n, c, r, q, i, j, h, w, best_index
+    cdef floating best, value
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for c in range(channels):
+            for r in range(oh):
+                for q in range(ow):
+                    best = -INFINITY
+                    best_index = (r * sh - pad_top) * width + (q * sw - pad_left)
+                    for i in range(kh):
+                        h = r * sh - pad_top + i
+                        if h < 0 or h >= height:
+                            continue
+                        for j in range(kw):
+                            w = q * sw - pad_left + j
+                            if w < 0 or w >= width:
+                                continue
+                            value = x[n, c, h, w]
+                            if value > best:
+                                best = value
+                                best_index = h * width + w
+                    out[n, c, r, q] = best
+                    indices[n, c, r, q] = best_index
+
+
+def max_pool_forward_channels_last(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, index_t[:, :, :, ::1] indices,
+                                   int kh, int kw, int sh, int sw, int pad_top, int pad_left):
+    """Window maxima of ``x (N, H, W, C)`` into ``out``/``indices (N, OH, OW, C)``; same rules as the planar one."""
+    cdef Py_ssize_t n_images = x.shape[0], height = x.shape[1], width = x.shape[2], channels = x.shape[3]
+    cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
+    cdef Py_ssize_t n, c, r, q, i, j, h, w
+    cdef floating value
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for r in range(oh):
+            for q in range(ow):
+                for c in range(channels):
+                    out[n, r, q, c] = -INFINITY
+                    indices[n, r, q, c] = (r * sh - pad_top) * width + (q * sw - pad_left)
+                for i in range(kh):
+                    h = r * sh - pad_top + i
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kw):
+                        w = q * sw - pad_left + j
+                        if w < 0 or w >= width:
+                            continue
+                        for c in range(channels):
+                            value = x[n, h, w, c]
+                            if value > out[n, r, q, c]:
+                                out[n, r, q, c] = value
+                                indices[n, r, q, c] = h * width + w
+
+
+def max_pool_backward_planar(const floating[:, :, :, ::1] grad_out, const index_t[:, :, :, ::1] indices,
+                             floating[:, :, :, ::1] grad_x):
+    """Add ``grad_out (N, C, OH, OW)`` onto zeroed ``grad_x (N, C, H, W)`` at the winners ``indices``."""
+    cdef Py_ssize_t n_images = grad_out.shape[0], channels = grad_out.shape[1], oh = grad_out.shape[2], ow = grad_out.shape[3]
+    cdef Py_ssize_t width = grad_x.shape[3]
+    cdef Py_ssize_t n, c, r, q
+    cdef index_t k
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for c in range(channels):
+            for r in range(oh):
+                for q in range(ow):
+                    k = indices[n, c, r, q]
+                    grad_x[n, c, k // width, k % width] += grad_out[n, c, r, q]
+
+
+def max_pool_backward_channels_last(const floating[:, :, :, ::1] grad_out, const index_t[:, :, :, ::1] indices,
+                                    floating[:, :, :, ::1] grad_x):
+    """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``."""
+    cdef Py_ssize_t n_images = grad_out.shape[0], oh = grad_out.shape[1], ow = grad_out.shape[2], channels = grad_out.shape[3]
+    cdef Py_ssize_t width = grad_x.shape[2]
+    cdef Py_ssize_t n, c, r, q
+    cdef index_t k
+    for n in prange(n_images, nogil=True, schedule="static"):
+        for r in range(oh):
+            for q in range(ow):
+                for c in range(channels):
+                    k = indices[n, r, q, c]
+                    grad_x[n, k // width, k % width, c] += grad_out[n, r, q, c]

@@ -1,0 +1,130 @@
+"""The NCHW contract around compiled loops, shared by the Cython and Numba backends.
+
+The compiled loops (``kernels/cython_kernels.pyx`` and the ``@njit`` functions
+in ``numba_backend.py``) only take C-contiguous arrays in one of two layouts:
+*planar* ``(N, C, H, W)`` or *channels-last* ``(N, H, W, C)``.  This module
+checks the arguments, picks the layout that reads the input in memory order,
+allocates the outputs and hands back arrays with the exact shapes and values
+of ``numpy_backend`` (the contract is documented there).
+
+Memory layout of what comes back (values are what the contract says; only
+the strides differ from the reference):
+
+* ``im2col`` returns ``cols (C·KH·KW, N·OH·OW)`` as the transpose of a
+  C-contiguous ``(N·OH·OW, C·KH·KW)`` array (Fortran order), so that
+  ``cols.T @ weight.T`` is a plain GEMM producing channels-last output.
+* ``col2im`` returns an ``(N, C, H, W)`` view of channels-last memory.
+* the max-pooling kernels keep the layout of their input: a channels-last
+  input gives channels-last ``out``, ``indices`` and ``grad_x``.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from minimtl.kernels.numpy_backend import output_size
+
+FLOAT_TYPES = (np.float32, np.float64)
+
+
+def is_channels_last(x: np.ndarray) -> bool:
+    """Whether ``x (N, C, H, W)`` is a view of C-contiguous ``(N, H, W, C)`` memory (and not also planar)."""
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
+
+
+def _check_image(x: np.ndarray, name: str) -> None:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    if x.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {x.shape}")
+
+
+def _geometry(size_hw: tuple[int, int], kernel, stride, padding) -> tuple[int, ...]:
+    """Validated ``(kh, kw, sh, sw, top, left, oh, ow)`` for an input of height and width ``size_hw``."""
+    (kh, kw), (sh, sw), ((top, bottom), (left, right)) = kernel, stride, padding
+    kh, kw, sh, sw, top, bottom, left, right = (int(v) for v in (kh, kw, sh, sw, top, bottom, left, right))
+    if min(kh, kw, sh, sw) < 1 or min(top, bottom, left, right) < 0:
+        raise ValueError(f"kernel and stride must be at least 1 and padding non-negative, got kernel {kernel}, "
+                         f"stride {stride}, padding {padding}")
+    oh = output_size(size_hw[0], kh, sh, top, bottom)
+    ow = output_size(size_hw[1], kw, sw, left, right)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel {kernel} does not fit an input of size {size_hw} padded by {padding}")
+    return kh, kw, sh, sw, top, left, oh, ow
+
+
+class CompiledBackend(SimpleNamespace):
+    """The four contract functions, running the loops of ``loops``.
+
+    ``loops`` has ``im2col_planar``, ``im2col_channels_last``,
+    ``col2im_channels_last``, ``max_pool_forward_planar``,
+    ``max_pool_forward_channels_last``, ``max_pool_backward_planar`` and
+    ``max_pool_backward_channels_last`` with the signatures of
+    ``kernels/cython_kernels.pyx``.
+    """
+
+    def __init__(self, loops) -> None:
+        super().__init__(loops=loops)
+
+    def im2col(self, x: np.ndarray, kernel, stride, padding) -> np.ndarray:
+        """``x (N, C, H, W)`` → ``cols (C·KH·KW, N·OH·OW)`` (Fortran order)."""
+        _check_image(x, "im2col input")
+        n, c, h, w = x.shape
+        kh, kw, sh, sw, top, left, oh, ow = _geometry((h, w), kernel, stride, padding)
+        cols_t = np.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+        if is_channels_last(x):
+            self.loops.im2col_channels_last(x.transpose(0, 2, 3, 1), cols_t, kh, kw, sh, sw, top, left, oh, ow)
+        else:
+            self.loops.im2col_planar(np.ascontiguousarray(x), cols_t, kh, kw, sh, sw, top, left, oh, ow)
+        return cols_t.T
+
+    def col2im(self, cols: np.ndarray, x_shape, kernel, stride, padding) -> np.ndarray:
+        """``cols (C·KH·KW, N·OH·OW)`` → ``(N, C, H, W)`` (channels-last memory), overlaps added."""
+        if not isinstance(cols, np.ndarray) or cols.dtype.type not in FLOAT_TYPES:
+            raise TypeError(f"col2im input must be a float32 or float64 array, got {getattr(cols, 'dtype', type(cols))}")
+        n, c, h, w = (int(v) for v in x_shape)
+        kh, kw, sh, sw, top, left, oh, ow = _geometry((h, w), kernel, stride, padding)
+        if cols.shape != (c * kh * kw, n * oh * ow):
+            raise ValueError(f"col2im input has shape {cols.shape}, expected {(c * kh * kw, n * oh * ow)} for x_shape "
+                             f"{tuple(x_shape)} and kernel {kernel}")
+        out = np.zeros((n, h, w, c), dtype=cols.dtype)
+        self.loops.col2im_channels_last(np.ascontiguousarray(cols.T), out, kh, kw, sh, sw, top, left, oh, ow)
+        return out.transpose(0, 3, 1, 2)
+
+    def max_pool2d_forward(self, x: np.ndarray, kernel, stride, padding) -> tuple[np.ndarray, np.ndarray]:
+        """``x (N, C, H, W)`` → ``(out, indices)``, both ``(N, C, OH, OW)`` in the layout of ``x``."""
+        _check_image(x, "max_pool2d input")
+        n, c, h, w = x.shape
+        kh, kw, sh, sw, top, left, oh, ow = _geometry((h, w), kernel, stride, padding)
+        if is_channels_last(x):
+            out = np.empty((n, oh, ow, c), dtype=x.dtype)
+            indices = np.empty((n, oh, ow, c), dtype=np.int64)
+            self.loops.max_pool_forward_channels_last(x.transpose(0, 2, 3, 1), out, indices, kh, kw, sh, sw, top, left)
+            return out.transpose(0, 3, 1, 2), indices.transpose(0, 3, 1, 2)
+        out = np.empty((n, c, oh, ow), dtype=x.dtype)
+        indices = np.empty((n, c, oh, ow), dtype=np.int64)
+        self.loops.max_pool_forward_planar(np.ascontiguousarray(x), out, indices, kh, kw, sh, sw, top, left)
+        return out, indices
+
+    def max_pool2d_backward(self, grad_out: np.ndarray, indices: np.ndarray, x_shape) -> np.ndarray:
+        """Scatter ``grad_out (N, C, OH, OW)`` onto the winners ``indices`` → ``grad_x (N, C, H, W)``."""
+        _check_image(grad_out, "max_pool2d gradient")
+        n, c, h, w = (int(v) for v in x_shape)
+        if indices.shape != grad_out.shape or grad_out.shape[:2] != (n, c):
+            raise ValueError(f"max_pool2d_backward: gradient {grad_out.shape}, indices {indices.shape} and input shape "
+                             f"{tuple(x_shape)} do not fit together")
+        if indices.dtype != np.int64:
+            raise TypeError(f"max_pool2d indices must be int64, got {indices.dtype}")
+        if indices.size and (indices.min() < 0 or indices.max() >= h * w):
+            raise ValueError(f"max_pool2d indices must lie in [0, {h * w}) for planes of {h}×{w}")
+        if is_channels_last(indices):
+            grad_x = np.zeros((n, h, w, c), dtype=grad_out.dtype)
+            self.loops.max_pool_backward_channels_last(
+                np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)), indices.transpose(0, 2, 3, 1), grad_x)
+            return grad_x.transpose(0, 3, 1, 2)
+        grad_x = np.zeros((n, c, h, w), dtype=grad_out.dtype)
+        self.loops.max_pool_backward_planar(np.ascontiguousarray(grad_out), np.ascontiguousarray(indices), grad_x)
+        return grad_x

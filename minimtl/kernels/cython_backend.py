@@ -1,0 +1,22 @@
+"""The Cython backend: the compiled loops of ``kernels/cython_kernels.pyx`` under the contract's names.
+
+``setup.py`` compiles ``kernels/cython_kernels.pyx`` into the extension
+``minimtl.kernels.cython_kernels`` (``pip install -e .`` or
+``python setup.py build_ext --inplace``).  If it was not built, importing this
+module raises ``ImportError`` and ``minimtl.kernels`` falls back to the next
+backend with a one-line warning.  Checks and layout choice live in
+``minimtl/kernels/compiled.py``; the contract is in ``numpy_backend.py``.
+"""
+from __future__ import annotations
+
+from minimtl.kernels import cython_kernels as loops  # ImportError when the extension was not built
+from minimtl.kernels.compiled import CompiledBackend
+
+_backend = CompiledBackend(loops)
+
+im2col = _backend.im2col
+col2im = _backend.col2im
+max_pool2d_forward = _backend.max_pool2d_forward
+max_pool2d_backward = _backend.max_pool2d_backward
+
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward"]

@@ -1,0 +1,185 @@
+"""The Numba backend: the same loops as ``kernels/cython_kernels.pyx``, compiled by ``@njit`` at first use.
+
+Each loop is plain Python over NumPy arrays, so with ``NUMBA_DISABLE_JIT=1``
+it runs (slowly) as ordinary Python and a debugger can step through it.
+``prange`` spreads the batch over the cores when compiled and is ``range``
+otherwise.  Compiled code is cached on disk (``cache=True``), so only the
+first run on a machine pays the compilation.
+
+Layouts: ``*_planar`` loops take ``x (N, C, H, W)``, ``*_channels_last``
+loops take ``x (N, H, W, C)``, both C-contiguous; the column matrix is
+``cols_t (N·OH·OW, C·KH·KW)``.  ``minimtl/kernels/compiled.py`` turns them
+into the four contract functions documented in ``numpy_backend.py``.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from numba import njit, prange
+
+from minimtl.kernels.compiled import CompiledBackend
+
+jit = njit(parallel=True, cache=True, nogil=True)
+
+
+@jit
+def im2col_planar(x, cols_t, kh, kw, sh, sw, pad_top, pad_left, oh, ow):
+    """Fill ``cols_t (N·OH·OW, C·KH·KW)`` from ``x (N, C, H, W)``; padding reads as zero."""
+    n_images, channels, height, width = x.shape
+    for n in prange(n_images):
+        for r in range(oh):
+            for q in range(ow):
+                row = (n * oh + r) * ow + q
+                col = 0
+                for c in range(channels):
+                    for i in range(kh):
+                        h = r * sh - pad_top + i
+                        for j in range(kw):
+                            w = q * sw - pad_left + j
+                            if 0 <= h < height and 0 <= w < width:
+                                cols_t[row, col] = x[n, c, h, w]
+                            else:
+                                cols_t[row, col] = 0
+                            col += 1
+
+
+@jit
+def im2col_channels_last(x, cols_t, kh, kw, sh, sw, pad_top, pad_left, oh, ow):
+    """Fill ``cols_t (N·OH·OW, C·KH·KW)`` from ``x (N, H, W, C)``; padding reads as zero."""
+    n_images, height, width, channels = x.shape
+    kernel_area = kh * kw
+    for n in prange(n_images):
+        for r in range(oh):
+            for q in range(ow):
+                row = (n * oh + r) * ow + q
+                for i in range(kh):
+                    h = r * sh - pad_top + i
+                    for j in range(kw):
+                        w = q * sw - pad_left + j
+                        offset = i * kw + j
+                        inside = 0 <= h < height and 0 <= w < width
+                        for c in range(channels):
+                            cols_t[row, c * kernel_area + offset] = x[n, h, w, c] if inside else 0
+
+
+@jit
+def col2im_channels_last(cols_t, out, kh, kw, sh, sw, pad_top, pad_left, oh, ow):
+    """Add every row of ``cols_t (N·OH·OW, C·KH·KW)`` onto zeroed ``out (N, H, W, C)``; padding is dropped."""
+    n_images, height, width, channels = out.shape
+    kernel_area = kh * kw
+    for n in prange(n_images):
+        for r in range(oh):
+            for q in range(ow):
+                row = (n * oh + r) * ow + q
+                for i in range(kh):
+                    h = r * sh - pad_top + i
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kw):
+                        w = q * sw - pad_left + j
+                        if w < 0 or w >= width:
+                            continue
+                        offset = i * kw + j
+                        for c in range(channels):
+                            out[n, h, w, c] += cols_t[row, c * kernel_area + offset]
+
+
+@jit
+def max_pool_forward_planar(x, out, indices, kh, kw, sh, sw, pad_top, pad_left):
+    """Window maxima of ``x (N, C, H, W)`` into ``out``/``indices (N, C, OH, OW)``; the first maximum wins ties.
+
+    ``indices`` holds ``h·W + w`` in the input plane.  A window that sees only
+    padding (or only -inf) keeps -inf and the index of its top-left offset, as
+    the reference does.
+    """
+    n_images, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for n in prange(n_images):
+        for c in range(channels):
+            for r in range(oh):
+                for q in range(ow):
+                    best = -np.inf
+                    best_index = (r * sh - pad_top) * width + (q * sw - pad_left)
+                    for i in range(kh):
+                        h = r * sh - pad_top + i
+                        if h < 0 or h >= height:
+                            continue
+                        for j in range(kw):
+                            w = q * sw - pad_left + j
+                            if w < 0 or w >= width:
+                                continue
+                            if x[n, c, h, w] > best:
+                                best = x[n, c, h, w]
+                                best_index = h * width + w
+                    out[n, c, r, q] = best
+                    indices[n, c, r, q] = best_index
+
+
+@jit
+def max_pool_forward_channels_last(x, out, indices, kh, kw, sh, sw, pad_top, pad_left):
+    """Window maxima of ``x (N, H, W, C)`` into ``out``/``indices (N, OH, OW, C)``; same rules as the planar one."""
+    n_images, height, width, channels = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for n in prange(n_images):
+        for r in range(oh):
+            for q in range(ow):
+                for c in range(channels):
+                    out[n, r, q, c] = -np.inf
+                    indices[n, r, q, c] = (r * sh - pad_top) * width + (q * sw - pad_left)
+                for i in range(kh):
+                    h = r * sh - pad_top + i
+                    if h < 0 or h >= height:
+                        continue
+                    for j in range(kw):
+                        w = q * sw - pad_left + j
+                        if w < 0 or w >= width:
+                            continue
+                        for c in range(channels):
+                            if x[n, h, w, c] > out[n, r, q, c]:
+                                out[n, r, q, c] = x[n, h, w, c]
+                                indices[n, r, q, c] = h * width + w
+
+
+@jit
+def max_pool_backward_planar(grad_out, indices, grad_x):
+    """Add ``grad_out (N, C, OH, OW)`` onto zeroed ``grad_x (N, C, H, W)`` at the winners ``indices``."""
+    n_images, channels, oh, ow = grad_out.shape
+    width = grad_x.shape[3]
+    for n in prange(n_images):
+        for c in range(channels):
+            for r in range(oh):
+                for q in range(ow):
+                    k = indices[n, c, r, q]
+                    grad_x[n, c, k // width, k % width] += grad_out[n, c, r, q]
+
+
+@jit
+def max_pool_backward_channels_last(grad_out, indices, grad_x):
+    """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``."""
+    n_images, oh, ow, channels = grad_out.shape
+    width = grad_x.shape[2]
+    for n in prange(n_images):
+        for r in range(oh):
+            for q in range(ow):
+                for c in range(channels):
+                    k = indices[n, r, q, c]
+                    grad_x[n, k // width, k % width, c] += grad_out[n, r, q, c]
+
+
+_backend = CompiledBackend(SimpleNamespace(
+    im2col_planar=im2col_planar,
+    im2col_channels_last=im2col_channels_last,
+    col2im_channels_last=col2im_channels_last,
+    max_pool_forward_planar=max_pool_forward_planar,
+    max_pool_forward_channels_last=max_pool_forward_channels_last,
+    max_pool_backward_planar=max_pool_backward_planar,
+    max_pool_backward_channels_last=max_pool_backward_channels_last,
+))
+
+im2col = _backend.im2col
+col2im = _backend.col2im
+max_pool2d_forward = _backend.max_pool2d_forward
+max_pool2d_backward = _backend.max_pool2d_backward
+
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward"]

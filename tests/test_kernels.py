@@ -1,0 +1,284 @@
+"""The fast kernel backends (Cython, Numba) against the NumPy reference, and the one switch that picks them.
+
+Every kernel of every backend must give the reference's values on generated
+shapes: non-square kernels, strides 1–3, asymmetric padding, batch 1,
+channels 1 and 256, and inputs that are C-contiguous, channels-last or
+strided views.  float32 must agree to 1e-5 relative, float64 to 1e-12
+(``im2col``, the pooling forward and its indices must agree exactly: they only
+copy and compare).  A backend that is not importable here is skipped with the
+reason.  Run them alone with ``python -m pytest -m kernels``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minimtl import kernels
+from minimtl.kernels import numpy_backend as reference
+
+pytestmark = pytest.mark.kernels
+
+FAST_BACKENDS = ["cython", "numba"]
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+EXAMPLES = settings(deadline=None, max_examples=30)
+
+
+def load_backend(name: str):
+    """The backend module, or skip the test saying why it is unavailable."""
+    try:
+        return importlib.import_module(kernels.BACKEND_MODULES[name])
+    except ImportError as error:
+        pytest.skip(f"kernel backend {name!r} is not importable here ({error}); "
+                    "build the Cython one with `pip install -e .` or `python setup.py build_ext --inplace`")
+
+
+@pytest.fixture(scope="module", params=FAST_BACKENDS)
+def backend(request):
+    return load_backend(request.param)
+
+
+@pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+def in_layout(values: np.ndarray, layout: str) -> np.ndarray:
+    """The same (N, C, H, W) values stored C-contiguous, channels-last, or as a strided view of a bigger array."""
+    if layout == "contiguous":
+        return np.ascontiguousarray(values)
+    if layout == "channels_last":
+        return np.ascontiguousarray(values.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    bigger = np.zeros(tuple(2 * s for s in values.shape), dtype=values.dtype)
+    view = bigger[:, :, ::2, ::2][: values.shape[0], : values.shape[1]]
+    view[...] = values
+    return view
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, dtype) -> None:
+    """Equal to ``TOLERANCE[dtype]`` relative to the size of the values (sums in another order may differ in rounding)."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    tolerance = TOLERANCE[dtype]
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * scale)
+
+
+# ---------------------------------------------------------------- geometry
+@st.composite
+def conv_cases(draw):
+    """(x_shape, kernel, stride, padding, seed) with at least one output pixel; channels often 1 or 256."""
+    channels = draw(st.sampled_from([1, 1, 2, 3, 5, 256]))
+    batch = 1 if channels == 256 else draw(st.sampled_from([1, 1, 2, 3]))
+    max_side = 5 if channels == 256 else 8
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    height = draw(st.integers(max(1, kernel[0] - sum(padding[0])), max_side))
+    width = draw(st.integers(max(1, kernel[1] - sum(padding[1])), max_side))
+    return (batch, channels, height, width), kernel, stride, padding, draw(st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def pool_cases(draw):
+    """Like ``conv_cases`` but every window holds at least one real pixel (padding < kernel), as pooling layers ensure."""
+    channels = draw(st.sampled_from([1, 1, 2, 3, 5, 256]))
+    batch = 1 if channels == 256 else draw(st.sampled_from([1, 1, 2, 3]))
+    max_side = 5 if channels == 256 else 8
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in kernel)
+    height = draw(st.integers(kernel[0], max_side))
+    width = draw(st.integers(kernel[1], max_side))
+    return (batch, channels, height, width), kernel, stride, padding, draw(st.integers(0, 2**32 - 1))
+
+
+# ------------------------------------------------------------------ im2col
+@EXAMPLES
+@given(case=conv_cases(), layout=st.sampled_from(LAYOUTS))
+def test_im2col_equals_reference(backend, dtype, case, layout):
+    shape, kernel, stride, padding, seed = case
+    x = in_layout(np.random.default_rng(seed).standard_normal(shape).astype(dtype), layout)
+    before = x.copy()
+    expected = reference.im2col(x, kernel, stride, padding)
+    actual = backend.im2col(x, kernel, stride, padding)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    np.testing.assert_array_equal(actual, expected)  # a pure copy: exact
+    np.testing.assert_array_equal(x, before)  # input untouched
+
+
+@EXAMPLES
+@given(case=conv_cases(), cols_order=st.sampled_from(["C", "F", "strided"]))
+def test_col2im_equals_reference(backend, dtype, case, cols_order):
+    shape, kernel, stride, padding, seed = case
+    n, c, h, w = shape
+    oh = reference.output_size(h, kernel[0], stride[0], *padding[0])
+    ow = reference.output_size(w, kernel[1], stride[1], *padding[1])
+    values = np.random.default_rng(seed).standard_normal((c * kernel[0] * kernel[1], n * oh * ow)).astype(dtype)
+    if cols_order == "strided":
+        cols = np.zeros((values.shape[0], 2 * values.shape[1]), dtype=dtype)[:, ::2]
+        cols[...] = values
+    else:
+        cols = np.array(values, order=cols_order)
+    expected = reference.col2im(values, shape, kernel, stride, padding)
+    actual = backend.col2im(cols, shape, kernel, stride, padding)
+    assert_close(actual, expected, dtype)
+    np.testing.assert_array_equal(cols, values)
+
+
+@EXAMPLES
+@given(case=conv_cases(), layout=st.sampled_from(LAYOUTS))
+def test_col2im_is_the_adjoint_of_im2col(backend, case, layout):
+    """<im2col(x), g> = <x, col2im(g)>: the backward really is the transpose of the forward (float64)."""
+    shape, kernel, stride, padding, seed = case
+    rng = np.random.default_rng(seed)
+    x = in_layout(rng.standard_normal(shape), layout)
+    cols = backend.im2col(x, kernel, stride, padding)
+    g = rng.standard_normal(cols.shape)
+    left = float(np.sum(cols * g))
+    right = float(np.sum(x * backend.col2im(g, shape, kernel, stride, padding)))
+    assert left == pytest.approx(right, rel=1e-10, abs=1e-10)
+
+
+# ------------------------------------------------------------- max-pooling
+def pooling_input(shape, seed, dtype, ties: bool) -> np.ndarray:
+    """Normal values, or (``ties``) small integers so that windows often hold equal maxima."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-2, 3, size=shape) if ties else rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
+@EXAMPLES
+@given(case=pool_cases(), layout=st.sampled_from(LAYOUTS), ties=st.booleans())
+def test_max_pool2d_forward_equals_reference(backend, dtype, case, layout, ties):
+    shape, kernel, stride, padding, seed = case
+    x = in_layout(pooling_input(shape, seed, dtype, ties), layout)
+    before = x.copy()
+    expected_out, expected_indices = reference.max_pool2d_forward(x, kernel, stride, padding)
+    out, indices = backend.max_pool2d_forward(x, kernel, stride, padding)
+    assert out.dtype == x.dtype and indices.dtype == np.int64
+    np.testing.assert_array_equal(out, expected_out)
+    np.testing.assert_array_equal(indices, expected_indices)  # ties: the first maximum (row-major in the window) wins
+    np.testing.assert_array_equal(x, before)
+
+
+@EXAMPLES
+@given(case=pool_cases(), layout=st.sampled_from(LAYOUTS), grad_layout=st.sampled_from(LAYOUTS))
+def test_max_pool2d_backward_equals_reference(backend, dtype, case, layout, grad_layout):
+    shape, kernel, stride, padding, seed = case
+    x = in_layout(pooling_input(shape, seed, dtype, ties=False), layout)
+    _, indices = backend.max_pool2d_forward(x, kernel, stride, padding)  # keeps the backend's own layout
+    _, reference_indices = reference.max_pool2d_forward(x, kernel, stride, padding)
+    grad_out = in_layout(np.random.default_rng(seed + 1).standard_normal(indices.shape).astype(dtype), grad_layout)
+    expected = reference.max_pool2d_backward(grad_out, reference_indices, shape)
+    actual = backend.max_pool2d_backward(grad_out, indices, shape)
+    assert_close(actual, expected, dtype)
+    # The reference's own (planar) indices must work too.
+    assert_close(backend.max_pool2d_backward(grad_out, reference_indices, shape), expected, dtype)
+
+
+def test_max_pool2d_with_minus_infinity_and_nan_follows_reference(backend):
+    """-inf inputs and NaN (never a maximum under ``>``) give the reference's values and indices."""
+    x = np.array([[[[-np.inf, -np.inf, 1.0], [np.nan, 2.0, np.nan], [-np.inf, 0.5, -np.inf]]]], dtype=np.float32)
+    for layout in LAYOUTS:
+        expected = reference.max_pool2d_forward(x, (2, 2), (1, 1), ((0, 0), (0, 0)))
+        actual = backend.max_pool2d_forward(in_layout(x, layout), (2, 2), (1, 1), ((0, 0), (0, 0)))
+        np.testing.assert_array_equal(actual[0], expected[0])
+        np.testing.assert_array_equal(actual[1], expected[1])
+
+
+# ------------------------------------------------------------ bad arguments
+def test_fast_kernels_reject_bad_input_clearly(backend):
+    x = np.zeros((1, 2, 4, 4), dtype=np.float32)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.im2col(x.astype(np.int32), (3, 3), (1, 1), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        backend.im2col(x[0], (3, 3), (1, 1), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="does not fit"):
+        backend.im2col(x, (6, 3), (1, 1), ((0, 0), (0, 0)))
+    with pytest.raises(ValueError, match="at least 1"):
+        backend.max_pool2d_forward(x, (2, 2), (0, 1), ((0, 0), (0, 0)))
+    with pytest.raises(ValueError, match="expected"):
+        backend.col2im(np.zeros((18, 15), dtype=np.float32), x.shape, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    out, indices = backend.max_pool2d_forward(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
+    with pytest.raises(ValueError, match=r"lie in \[0, 16\)"):
+        backend.max_pool2d_backward(out, indices + 100, x.shape)
+    with pytest.raises(TypeError, match="int64"):
+        backend.max_pool2d_backward(out, indices.astype(np.int32), x.shape)
+
+
+# ------------------------------------------------------ through the layers
+@pytest.mark.parametrize("name", FAST_BACKENDS)
+def test_conv_and_pool_layers_give_the_same_gradients_on_every_backend(name):
+    """conv2d → relu → max_pool2d, forward and backward in float64, equal under the fast backend and the reference."""
+    load_backend(name)
+    from minimtl import functional as F
+    from minimtl.autograd import Tensor
+
+    rng = np.random.default_rng(7)
+    x_values, w_values, b_values = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    upstream = rng.standard_normal((2, 4, 5, 4))
+
+    def run(backend_name):
+        previous = kernels.backend_name()
+        kernels.set_backend(backend_name)
+        try:
+            x, w, b = (Tensor(v.copy(), requires_grad=True) for v in (x_values, w_values, b_values))
+            y = F.max_pool2d(F.relu(F.conv2d(x, w, b, stride=1, padding="same")), 2, ceil_mode=True)
+            y.backward(upstream)
+            return y.data, x.grad, w.grad, b.grad
+        finally:
+            kernels.set_backend(previous)
+
+    for fast, slow in zip(run(name), run("numpy")):
+        assert_close(np.asarray(fast), np.asarray(slow), np.float64)
+
+
+# --------------------------------------------------------- choosing backends
+@pytest.fixture
+def restore_backend():
+    previous = kernels.backend_name()
+    yield
+    kernels.set_backend(previous)
+
+
+def test_set_backend_switches_the_module_in_use(restore_backend):
+    assert kernels.set_backend("numpy") == "numpy"
+    assert kernels.get_backend() is reference and kernels.backend_name() == "numpy"
+    for name in kernels.available_backends():
+        assert kernels.set_backend(name) == name
+        assert kernels.get_backend().__name__ == kernels.BACKEND_MODULES[name]
+
+
+def test_unknown_backend_name_is_a_value_error(restore_backend):
+    with pytest.raises(ValueError, match="unknown kernel backend 'torch'"):
+        kernels.set_backend("torch")
+
+
+def test_missing_backend_falls_back_with_one_warning(restore_backend, monkeypatch):
+    monkeypatch.setitem(kernels.BACKEND_MODULES, "cython", "minimtl.kernels.no_such_extension")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chosen = kernels.set_backend("cython")
+    assert chosen == kernels.PREFERENCE[kernels.PREFERENCE.index("cython") + 1] or chosen == "numpy"
+    assert len(caught) == 1 and "'cython' unavailable" in str(caught[0].message)
+    assert "\n" not in str(caught[0].message)
+
+
+def test_preference_lists_every_backend_fastest_first_with_numpy_last():
+    assert sorted(kernels.PREFERENCE) == sorted(kernels.BACKEND_MODULES)
+    assert kernels.PREFERENCE[-1] == "numpy"
+
+
+def test_environment_variable_chooses_the_backend_at_import():
+    environment = dict(os.environ, MINIMTL_BACKEND="numpy")
+    result = subprocess.run([sys.executable, "-c", "import minimtl.kernels as k; print(k.backend_name())"],
+                            env=environment, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "numpy"

@@ -153,7 +153,7 @@ class BKNet(nn.Module):
         shared = self.features(x)
         return {task: getattr(self.heads, task)(shared) for task in self.tasks}
 
-    def reseed_dropout(self, seed: int) -> None:
+    def reseed_dropout(self, seed: int | Sequence[int]) -> None:
         """Give every dropout layer a fresh generator from ``seed`` (the trainer does this each epoch,
         so a resumed run draws the same masks as an uninterrupted one)."""
         dropouts = [m for m in self.modules() if isinstance(m, nn.Dropout)]

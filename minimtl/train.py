@@ -1,0 +1,289 @@
+"""Training and evaluation of a ``BKNet``: the loop of Section 4.3, with checkpoints that survive interruption.
+
+One step: forward a batch, Eq. (1) loss per task over the samples that carry
+it, Eq. (2) total loss with ``λ‖W‖²``, backward, SGD with momentum at the
+Eq. (4) learning rate.  After every epoch: evaluate on the held-out split
+(Eq. (3) accuracy per task), append to the history, and write a checkpoint
+atomically, so ``resume=True`` continues exactly where an interrupted run
+stopped — to the same result as an uninterrupted run, because every epoch's
+shuffling, augmentation and dropout masks are drawn from generators seeded by
+``(seed, epoch)`` alone.
+
+Data come in as ``TaskArrays``: images ``(N, 1, 48, 48)`` float32, and per
+task ``labels (N,)`` int64 (−1 where absent) and ``masks (N,)`` float32 (β).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from minimtl import serialization
+from minimtl.autograd import Tensor, no_grad
+from minimtl.losses import masked_cross_entropy, total_loss
+from minimtl.metrics import accuracy
+from minimtl.models import BKNet
+from minimtl.optim import SGD, ExponentialDecay
+
+
+@dataclass
+class TaskArrays:
+    """A multi-task set in memory: ``images (N, 1, 48, 48)`` float32, ``labels[task] (N,)`` int64, ``masks[task] (N,)`` float32."""
+
+    images: np.ndarray
+    labels: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        for task in self.labels:
+            if self.labels[task].shape != (n,) or self.masks[task].shape != (n,):
+                raise ValueError(f"task {task!r}: labels {self.labels[task].shape} and masks {self.masks[task].shape} "
+                                 f"must both be ({n},)")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> "TaskArrays":
+        return TaskArrays(self.images[index], {t: v[index] for t, v in self.labels.items()},
+                          {t: v[index] for t, v in self.masks.items()})
+
+
+Batch = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+def shuffled_batches(data: TaskArrays, batch_size: int, generator: np.random.Generator,
+                     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> Iterator[Batch]:
+    """Yield ``(images, labels, masks)`` batches of ``data`` in a random order (the last may be smaller)."""
+    order = generator.permutation(len(data))
+    for start in range(0, len(order), batch_size):
+        index = np.sort(order[start:start + batch_size])
+        if len(index) < 2:
+            continue  # batch-norm needs two samples
+        images = data.images[index]
+        if augment is not None:
+            images = augment(images, generator)
+        yield images, {t: v[index] for t, v in data.labels.items()}, {t: v[index] for t, v in data.masks.items()}
+
+
+@dataclass
+class TrainConfig:
+    """Every hyper-parameter of a run; defaults are Section 4.3's unless said otherwise."""
+
+    config: str = "C"
+    tasks: Sequence[str] = ("smile", "gender", "age")
+    epochs: int = 12  # the paper ran 500; 12 fits the 90-minute budget on 2 cores
+    batch_size: int = 128
+    lr: float = 0.01
+    decay_rate: float = 0.8
+    decay_steps: int = 2000
+    staircase: bool = False
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.01  # λ of Eq. (2)
+    task_weights: dict[str, float] = field(default_factory=dict)  # μ_t of Eq. (2); 1 when absent
+    dropout: float = 0.5
+    init: str = "paper"
+    batch_norm_scale: bool = False
+    normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(self.tasks)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["tasks"] = list(self.tasks)
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls(**json.loads(text))
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced NaN or infinity; the message names the step and the task."""
+
+
+def epoch_generator(seed: int, epoch: int, purpose: int) -> np.random.Generator:
+    """A generator that depends only on (seed, epoch, purpose): what makes a resumed run identical."""
+    return np.random.default_rng([seed, epoch, purpose])
+
+
+def build_model(config: TrainConfig) -> BKNet:
+    return BKNet(config.config, config.tasks, init=config.init, dropout=config.dropout,
+                 batch_norm_scale=config.batch_norm_scale, seed=config.seed)
+
+
+def build_optimizer(model: BKNet, config: TrainConfig) -> SGD:
+    schedule = ExponentialDecay(config.lr, config.decay_rate, config.decay_steps, config.staircase)
+    return SGD(model.parameters(), lr=schedule, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) -> dict[str, tuple[float, float, int]]:
+    """One SGD step on ``batch``; returns ``{task: (loss, accuracy, samples)}`` for the tasks present.
+
+    Raises ``NonFiniteLoss`` naming the step and task if a loss is NaN or infinite (before updating anything).
+    """
+    images, labels, masks = batch
+    optimizer.zero_grad()
+    outputs = model(Tensor(images))
+    losses, stats = {}, {}
+    for task in model.tasks:
+        if not np.all(np.isfinite(outputs[task].data)):
+            raise NonFiniteLoss(f"non-finite {task} output at step {optimizer.step_count}")
+        losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize)
+        present = int(masks[task].sum())
+        if present:
+            stats[task] = (losses[task].item(), accuracy(outputs[task].data.argmax(1), labels[task], masks[task]), present)
+    loss = total_loss(losses, model.decay_parameters(), config.weight_decay, config.task_weights)
+    if not math.isfinite(loss.item()):
+        raise NonFiniteLoss(f"non-finite total loss at step {optimizer.step_count} (task losses: "
+                            + ", ".join(f"{t} {v.item():.4g}" for t, v in losses.items()) + ")")
+    loss.backward()
+    optimizer.step()
+    return stats
+
+
+def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Class probabilities per task for ``images (N, 1, 48, 48)``: ``{task: (N, classes)}``, in evaluation mode."""
+    from minimtl.functional import softmax
+
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[np.ndarray]] = {task: [] for task in model.tasks}
+    with no_grad():
+        for start in range(0, len(images), batch_size):
+            out = model(Tensor(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)))
+            for task in model.tasks:
+                chunks[task].append(softmax(out[task], axis=1).data)
+    model.train(was_training)
+    return {task: np.concatenate(parts) if parts else np.zeros((0,)) for task, parts in chunks.items()}
+
+
+def evaluate(model: BKNet, data: TaskArrays, config: TrainConfig) -> dict[str, dict[str, float]]:
+    """Per task: mean cross-entropy and Eq. (3) accuracy over the samples of ``data`` that carry the task."""
+    probabilities = predict(model, data.images)
+    results = {}
+    for task in model.tasks:
+        present = data.masks[task] == 1
+        if not present.any():
+            continue
+        p = probabilities[task][present]
+        truth = data.labels[task][present]
+        loss = -np.mean(np.log(np.clip(p[np.arange(len(truth)), truth], 1e-12, None)))
+        results[task] = {"loss": float(loss), "accuracy": accuracy(p.argmax(1), truth), "samples": int(present.sum())}
+    return results
+
+
+def save_checkpoint(path: Path, model: BKNet, optimizer: SGD, config: TrainConfig, epoch: int, history: list) -> None:
+    """Everything a resumed run needs, in one .npz written atomically."""
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"optimizer.{k}": v for k, v in optimizer.state_dict().items()})
+    state["epoch"] = np.array(epoch)
+    state["config"] = np.array(config.to_json())
+    state["history"] = np.array(json.dumps(history))
+    serialization.save(state, path)
+
+
+def load_checkpoint(path: Path, model: BKNet, optimizer: SGD) -> tuple[int, list]:
+    state = serialization.load(path)
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    optimizer.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("optimizer.")})
+    return int(state["epoch"]), json.loads(str(state["history"]))
+
+
+def save_model(model: BKNet, config: TrainConfig, path: Path) -> Path:
+    """The trained weights plus the configuration needed to rebuild the network (for ``load_model``)."""
+    state = model.state_dict()
+    state["__config__"] = np.array(config.to_json())
+    return serialization.save(state, path)
+
+
+def load_model(path: str | Path) -> tuple[BKNet, TrainConfig]:
+    """Rebuild a model saved by ``save_model``, in evaluation mode."""
+    state = serialization.load(path)
+    if "__config__" not in state:
+        raise ValueError(f"{path} has no __config__ entry: it was not written by minimtl.train.save_model")
+    config = TrainConfig.from_json(str(state.pop("__config__")))
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+def fit(config: TrainConfig, train_data: TaskArrays, test_data: TaskArrays, run_dir: Path, *,
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
+        on_epoch_end: Callable[[BKNet, int], None] | None = None) -> tuple[BKNet, list[dict]]:
+    """Train ``config`` on ``train_data``, evaluating on ``test_data`` after every epoch.
+
+    Writes into ``run_dir``: ``config.json``, ``checkpoint.npz`` (every epoch,
+    atomically) and ``model.npz`` (the final weights, for ``load_model``).
+    Returns the model and the history: one dict per epoch with per-task
+    ``train``/``test`` loss and accuracy, the learning rate and the time taken.
+
+    ``stop_after_epoch`` ends the run early (as an interruption would; used by tests).
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoint.npz"
+    model = build_model(config)
+    optimizer = build_optimizer(model, config)
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+        saved = TrainConfig.from_json(str(serialization.load(checkpoint)["config"]))
+        if dataclasses.replace(saved, epochs=config.epochs) != config:  # only the epoch count may grow
+            raise ValueError(f"--resume: the checkpoint in {run_dir} was made with a different configuration:\n"
+                             f"{saved}\nversus now\n{config}")
+        start_epoch, history = load_checkpoint(checkpoint, model, optimizer)
+        start_epoch += 1
+    (run_dir / "config.json").write_text(config.to_json())
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        model.reseed_dropout([config.seed, epoch, 1])
+        started = time.perf_counter()
+        sums: dict[str, list[float]] = {task: [0.0, 0.0, 0] for task in model.tasks}
+        batches = shuffled_batches(train_data, config.batch_size, epoch_generator(config.seed, epoch, 0), augment)
+        total = math.ceil(len(train_data) / config.batch_size)
+        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=True)
+        for batch in bar:
+            try:
+                stats = train_step(model, optimizer, batch, config)
+            except NonFiniteLoss as error:
+                raise NonFiniteLoss(f"{error} in epoch {epoch + 1}; the last good checkpoint is {checkpoint}"
+                                    + ("" if checkpoint.exists() else " (none written yet)")) from None
+            for task, (loss, acc, count) in stats.items():
+                sums[task][0] += loss * count
+                sums[task][1] += acc * count
+                sums[task][2] += count
+            bar.set_postfix({task: f"{s[0] / s[2]:.3f}/{100 * s[1] / s[2]:.1f}%" for task, s in sums.items() if s[2]})
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
+                  "steps": optimizer.step_count, "train": {}, "test": evaluate(model, test_data, config)}
+        for task, (loss_sum, acc_sum, count) in sums.items():
+            if count:
+                record["train"][task] = {"loss": loss_sum / count, "accuracy": acc_sum / count, "samples": int(count)}
+        history.append(record)
+        save_checkpoint(checkpoint, model, optimizer, config, epoch, history)
+        if progress:
+            print(f"epoch {epoch + 1}: " + ", ".join(
+                f"{t} test {100 * r['accuracy']:.2f}%" for t, r in record["test"].items()) + f" ({train_seconds:.0f} s)")
+        if on_epoch_end is not None:
+            on_epoch_end(model, epoch)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
+            return model, history
+    save_model(model, config, run_dir / "model.npz")
+    return model, history

@@ -1,0 +1,204 @@
+"""The run's report: the paper's Tables 2 and 3 and Figures 6 and 7, reproduced from a trained model.
+
+``write_report(run_dir, ...)`` writes into the run folder:
+
+- ``metrics.csv`` and ``metrics.json``: per epoch, per task, train and test loss and accuracy;
+- ``figure6_curves.png``: loss and accuracy per task, train and test (the paper's Figure 6);
+- ``figure7_errors.png``: misclassified test faces with true and predicted labels, one row per task (Figure 7);
+- ``confusion_<task>.png``: confusion matrices of the test split;
+- ``report.md``: accuracy beside Table 2's row for the same configuration, parameters and
+  frames per second beside Table 3.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from minimtl.metrics import confusion_matrix
+from minimtl.models import PAPER_ACCURACY, PAPER_FPS, PAPER_PARAMETERS, TASK_CLASS_NAMES, TASK_CLASSES, BKNet
+from minimtl.train import TaskArrays, TrainConfig, predict
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_metrics(history: list[dict], run_dir: Path) -> None:
+    """``metrics.json`` (the history as is) and ``metrics.csv`` (one row per epoch, split and task)."""
+    (run_dir / "metrics.json").write_text(json.dumps(history, indent=2))
+    with open(run_dir / "metrics.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", "split", "task", "loss", "accuracy", "samples", "lr"])
+        for record in history:
+            for split in ("train", "test"):
+                for task, values in record[split].items():
+                    writer.writerow([record["epoch"], split, task, f"{values['loss']:.6f}", f"{values['accuracy']:.6f}",
+                                     values["samples"], f"{record['lr']:.6g}"])
+
+
+def plot_curves(history: list[dict], path: Path) -> Path:
+    """Figure 6: for each task, loss (top) and accuracy (bottom) per epoch, train and test."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    tasks = [t for t in TASK_CLASSES if any(t in r["test"] or t in r["train"] for r in history)]
+    figure, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 6.5), squeeze=False)
+    for column, task in enumerate(tasks):
+        for split, style in (("train", "-"), ("test", "--")):
+            epochs = [r["epoch"] for r in history if task in r[split]]
+            losses = [r[split][task]["loss"] for r in history if task in r[split]]
+            accuracies = [100 * r[split][task]["accuracy"] for r in history if task in r[split]]
+            axes[0, column].plot(epochs, losses, style, marker="o", markersize=3, label=split)
+            axes[1, column].plot(epochs, accuracies, style, marker="o", markersize=3, label=split)
+        axes[0, column].set_title(f"{task}: loss")
+        axes[1, column].set_title(f"{task}: accuracy (%)")
+        for row in (0, 1):
+            axes[row, column].xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[row, column].set_xlabel("epoch")
+            axes[row, column].grid(alpha=0.3)
+            axes[row, column].legend()
+    figure.suptitle("Loss and accuracy per task (cf. the paper's Figure 6)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_errors(test_data: TaskArrays, probabilities: dict[str, np.ndarray], path: Path, per_task: int = 8,
+                mean: float = 0.0, std: float = 1.0) -> Path:
+    """Figure 7: up to ``per_task`` misclassified test faces per task (one row each), most confident mistakes first."""
+    plt = _pyplot()
+    tasks = list(probabilities)
+    figure, axes = plt.subplots(len(tasks), per_task, figsize=(1.6 * per_task, 2.0 * len(tasks)), squeeze=False)
+    for row, task in enumerate(tasks):
+        present = np.flatnonzero(test_data.masks[task] == 1)
+        predicted = probabilities[task].argmax(1)
+        wrong = present[predicted[present] != test_data.labels[task][present]]
+        wrong = wrong[np.argsort(-probabilities[task][wrong].max(1))][:per_task]
+        names = TASK_CLASS_NAMES[task]
+        for column in range(per_task):
+            axis = axes[row, column]
+            axis.axis("off")
+            if column < len(wrong):
+                i = wrong[column]
+                axis.imshow(test_data.images[i, 0] * std + mean, cmap="gray")
+                axis.set_title(f"true: {names[test_data.labels[task][i]]}\npred: {names[predicted[i]]}", fontsize=7)
+        axes[row, 0].text(-0.15, 0.5, task, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right")
+    figure.suptitle("Misclassified test faces: smile, gender, age (cf. the paper's Figure 7)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(matrix: np.ndarray, task: str, path: Path) -> Path:
+    """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
+    plt = _pyplot()
+    names = TASK_CLASS_NAMES[task]
+    figure, axis = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.7 * len(names)))
+    axis.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        axis.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"{task}: test confusion matrix")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def measure_fps(model: BKNet, batch_sizes: Sequence[int] = (1, 128), seconds: float = 2.0) -> dict[int, float]:
+    """Inference images per second at each batch size (evaluation mode, repeated for about ``seconds``)."""
+    rng = np.random.default_rng(0)
+    results = {}
+    for batch in batch_sizes:
+        images = rng.standard_normal((batch, 1, 48, 48)).astype(np.float32)
+        predict(model, images, batch_size=batch)  # warm-up (JIT, caches)
+        count, started = 0, time.perf_counter()
+        while True:
+            predict(model, images, batch_size=batch)
+            count += batch
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds and count >= 2 * batch:
+                break
+        results[batch] = count / elapsed
+    return results
+
+
+def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model: BKNet, test_data: TaskArrays, *,
+                 data_description: str, wall_seconds: float | None = None, fps: dict[int, float] | None = None,
+                 image_mean: float = 0.0, image_std: float = 1.0, notes: Sequence[str] = ()) -> Path:
+    """Write metrics, Figures 6 and 7, confusion matrices and ``report.md`` into ``run_dir``; return the report's path."""
+    run_dir = Path(run_dir)
+    write_metrics(history, run_dir)
+    plot_curves(history, run_dir / "figure6_curves.png")
+    probabilities = predict(model, test_data.images)
+    plot_errors(test_data, probabilities, run_dir / "figure7_errors.png", mean=image_mean, std=image_std)
+    final = history[-1]["test"]
+    for task in model.tasks:
+        present = test_data.masks[task] == 1
+        matrix = confusion_matrix(probabilities[task].argmax(1), test_data.labels[task], TASK_CLASSES[task], present)
+        plot_confusion(matrix, task, run_dir / f"confusion_{task}.png")
+    fps = fps if fps is not None else measure_fps(model)
+
+    paper_row = PAPER_ACCURACY[config.config]
+    lines = [f"# minimtl run: Config {config.config} ({', '.join(model.tasks)})", "",
+             f"Data: {data_description}", "",
+             f"Command configuration: `{json.dumps(json.loads(config.to_json()))}`", ""]
+    if wall_seconds is not None:
+        lines += [f"Wall time of training and evaluation: {wall_seconds / 60:.1f} min over {len(history)} epochs "
+                  f"({history[-1]['steps']} steps).", ""]
+    lines += ["## Accuracy on the test split beside the paper's Table 2", "",
+              f"| task | test samples | minimtl (this run) | paper, Config {config.config} | difference |",
+              "|---|---:|---:|---:|---:|"]
+    for task in model.tasks:
+        if task in final:
+            ours = 100 * final[task]["accuracy"]
+            lines.append(f"| {task} | {final[task]['samples']} | {ours:.2f}% | {paper_row[task]:.2f}% | {ours - paper_row[task]:+.2f} |")
+    lines += ["", "The paper's smile accuracy is on GENKI-4K (as here); its gender and age accuracies are on IMDB-WIKI, "
+              "where this run may use UTKFace instead (see Data above).", "",
+              "## Parameters and speed beside the paper's Table 3", "",
+              "| | minimtl | paper |", "|---|---:|---:|"]
+    paper_tasks = ["smile"] if config.config == "A" else list(TASK_CLASSES)
+    paper_parameters = f"{PAPER_PARAMETERS[config.config]:,}" if list(model.tasks) == paper_tasks else "—"
+    lines.append(f"| trainable parameters | {model.num_parameters():,} | {paper_parameters} |")
+    for batch, value in fps.items():
+        lines.append(f"| inference, images/s at batch {batch} | {value:.1f} | "
+                     f"{PAPER_FPS[config.config] if batch == 1 else '—'} |")
+    lines += ["", "The paper's FPS (Table 3) comes from its own hardware and framework; ours is measured on this "
+              "machine's CPU, one face at a time (batch 1) and in batches of 128.", "",
+              "## Figures", "", "- Figure 6, loss and accuracy per epoch: ![curves](figure6_curves.png)",
+              "- Figure 7, misclassified test faces: ![errors](figure7_errors.png)"]
+    lines += [f"- Confusion matrix, {task}: ![{task}](confusion_{task}.png)" for task in model.tasks]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_comparison(results: dict[str, dict[str, float]], path: Path, data_description: str) -> Path:
+    """Table 2 for ``--compare``: ``results[label][task]`` test accuracy (fraction) for each trained configuration."""
+    rows = ["# Table 2 reproduced: single-task (A) against multi-task (B, C)", "", f"Data: {data_description}", "",
+            "| task | " + " | ".join(results) + " | paper A | paper B | paper C |",
+            "|---|" + "---:|" * (len(results) + 3)]
+    for task in TASK_CLASSES:
+        ours = [f"{100 * results[label][task]:.2f}%" if task in results[label] else "—" for label in results]
+        paper = [f"{PAPER_ACCURACY[c][task]:.2f}%" for c in "ABC"]
+        rows.append(f"| {task} | " + " | ".join(ours + paper) + " |")
+    rows += ["", "Config A trains one network per task, on that task's data only; B and C train one network on all of it."]
+    path.write_text("\n".join(rows) + "\n")
+    return path

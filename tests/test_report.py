@@ -1,0 +1,35 @@
+"""The run report: metrics files, Figures 6 and 7, confusion matrices and report.md with the paper's tables."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from minimtl.report import write_comparison, write_report
+from minimtl.train import fit
+from test_train import small_config, tiny_multitask_set
+
+pytestmark = pytest.mark.train
+
+
+def test_report_and_figures_are_written(tmp_path):
+    data, test = tiny_multitask_set(16, 0), tiny_multitask_set(12, 1)
+    config = small_config(epochs=2)
+    model, history = fit(config, data, test, tmp_path, progress=False)
+    path = write_report(tmp_path, config, history, model, test, data_description="synthetic test data",
+                        wall_seconds=1.0, fps={1: 10.0, 128: 100.0})
+    text = path.read_text()
+    assert "| smile | 6 |" in text and "96.63%" in text  # our accuracy beside Table 2's Config C row
+    assert "3,953,130 | 3,953,130" in text  # parameters beside Table 3
+    for name in ["figure6_curves.png", "figure7_errors.png", "confusion_smile.png", "confusion_age.png"]:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert {r["split"] for r in rows} == {"train", "test"} and {r["epoch"] for r in rows} == {"1", "2"}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == history
+
+
+def test_comparison_table(tmp_path):
+    path = write_comparison({"A": {"smile": 0.9}, "C": {"smile": 0.95, "age": 0.5}}, tmp_path / "table2.md", "x")
+    text = path.read_text()
+    assert "| smile | 90.00% | 95.00% | 95.08% | 95.60% | 96.63% |" in text
+    assert "| gender | — | — |" in text

@@ -83,11 +83,16 @@ class Conv2dFunction(Function):
     Shapes: ``x (N, C, H, W)``, ``weight (F, C, KH, KW)``, ``bias (F,)`` →
     ``y (N, F, OH, OW)`` with ``OH = (H + top + bottom − KH) // SH + 1``.
 
-    Forward: ``cols = im2col(x)`` is ``(C·KH·KW, N·OH·OW)``; ``y = W₂ @ cols``
-    with ``W₂ = weight.reshape(F, C·KH·KW)``.
-    Backward: ``grad_W₂ = G @ colsᵀ``, ``grad_cols = W₂ᵀ @ G``,
-    ``grad_x = col2im(grad_cols)``, ``grad_bias = Σ G`` over pixels, where ``G``
-    is the upstream gradient reshaped to ``(F, N·OH·OW)``.
+    Forward: ``cols = im2col(x)`` is ``(C·KH·KW, N·OH·OW)``; with
+    ``W₂ = weight.reshape(F, C·KH·KW)`` the output is ``y = W₂ @ cols``,
+    computed as its transpose ``Y = colsᵀ @ W₂ᵀ`` of shape ``(N·OH·OW, F)``:
+    one row per output pixel, the F channels side by side.  That is already
+    ``(N, OH, OW, F)`` memory, so ``y`` is returned as an ``(N, F, OH, OW)``
+    view of it with no copy ("channels-last" strides).  Element-wise layers
+    keep that layout and the next ``im2col`` reads it in memory order.
+    Backward, with ``G`` the upstream gradient as ``(N·OH·OW, F)``:
+    ``grad_W₂ = Gᵀ @ colsᵀ``, ``grad_cols = (G @ W₂)ᵀ``,
+    ``grad_x = col2im(grad_cols)``, ``grad_bias = Σ G`` over pixels.
     """
 
     @staticmethod
@@ -95,28 +100,28 @@ class Conv2dFunction(Function):
         n = x.shape[0]
         f, _, kh, kw = weight.shape
         cols = kernels.im2col(x, (kh, kw), stride, padding)
-        out = weight.reshape(f, -1) @ cols  # (F, N·OH·OW)
+        out = cols.T @ weight.reshape(f, -1).T  # (N·OH·OW, F)
         if bias is not None:
-            out += bias.reshape(f, 1)
+            out += bias
         oh = kernels.numpy_backend.output_size(x.shape[2], kh, stride[0], *padding[0])
         ow = kernels.numpy_backend.output_size(x.shape[3], kw, stride[1], *padding[1])
         ctx.save_for_backward(cols, weight)
         ctx.geometry = (x.shape, (kh, kw), stride, padding)
-        return out.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)
+        return out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray):
         cols, weight = ctx.saved
         x_shape, kernel, stride, padding = ctx.geometry
         f = weight.shape[0]
-        g = grad.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N·OH·OW)
+        g = grad.transpose(0, 2, 3, 1).reshape(-1, f)  # (N·OH·OW, F); no copy when grad is channels-last
         grad_x = grad_w = grad_b = None
         if ctx.needs_grad[0]:
-            grad_x = kernels.col2im(weight.reshape(f, -1).T @ g, x_shape, kernel, stride, padding)
+            grad_x = kernels.col2im((g @ weight.reshape(f, -1)).T, x_shape, kernel, stride, padding)
         if ctx.needs_grad[1]:
-            grad_w = (g @ cols.T).reshape(weight.shape)
+            grad_w = (g.T @ cols.T).reshape(weight.shape)
         if len(ctx.needs_grad) > 2 and ctx.needs_grad[2]:
-            grad_b = g.sum(axis=1)
+            grad_b = g.sum(axis=0)
         return (grad_x, grad_w, grad_b) if len(ctx.needs_grad) > 2 else (grad_x, grad_w)
 
 

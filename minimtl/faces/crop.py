@@ -1,0 +1,565 @@
+"""From a photo to the paper's 48 × 48 grayscale face (Section 3.1, Figure 2), robustly and cached.
+
+The pipeline of ``FaceCropper``:
+
+1. detect faces (MTCNN by default, or YuNet / res10);
+2. choose one: the ``"largest"`` box or the most ``"confident"``;
+3. optionally rotate about the box centre so the eyes are level (needs landmarks;
+   res10 has none, so its crops are never rotated);
+4. cut a square around the box, ``margin`` × the box side added on every side;
+5. grayscale, resize to ``size × size`` (48), uint8.
+
+Reading files is where real data sets bite, so ``read_image`` names every way
+a file can fail (``CropResult.status``): ``empty_file``, ``not_an_image``,
+``truncated``, ``corrupt``, ``too_small``, ``too_large``, ``unreadable``; and
+notes what it had to convert (16-bit, alpha channel, grayscale, shrunk).  A
+very large photo is shrunk while decoding where the format allows (JPEG) and
+right after otherwise, so it never costs more than one decoded copy.
+
+``CropCache`` keeps one small ``.npz`` per image, keyed by the SHA-256 of the
+file's bytes and the cropper's settings, so a second run over the same images
+only reads them.  ``crop_images`` runs the whole thing over many images in
+worker processes with a progress bar.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import multiprocessing
+import os
+import struct
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from minimtl.faces.boxes import Detections
+from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to
+
+CACHE_FORMAT = 1  # bump when the cropping code changes its output, so old cache entries are not reused
+MIN_SIDE = 12  # below this no detector can find a face (MTCNN's smallest window)
+MAX_PIXELS = 25_000 * 25_000  # refuse to decode more than this (a decompression bomb, not a photo)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2")
+FACE_STATUSES = ("face", "several_faces")
+STATUSES = {
+    "face": "exactly one face, cropped",
+    "several_faces": "more than one face; the chosen one is cropped",
+    "no_face": "the image was read but no face was found",
+    "empty_file": "the file has no bytes",
+    "not_an_image": "the bytes are not an image format OpenCV reads",
+    "truncated": "the image file ends early (an incomplete download or copy)",
+    "corrupt": "an image format was recognised but could not be decoded",
+    "too_small": f"the image is smaller than {MIN_SIDE} pixels on a side",
+    "too_large": f"the image has more than {MAX_PIXELS:,} pixels",
+    "unreadable": "the file could not be opened or read",
+    "error": "an unexpected error while detecting or cropping (see the message)",
+}
+
+
+class ImageReadError(ValueError):
+    """An image could not be used; ``status`` is one of the keys of ``STATUSES``."""
+
+    def __init__(self, status: str, message: str):
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass
+class CropResult:
+    """What happened to one image.
+
+    Attributes:
+        source: the file name or archive member.
+        status: a key of ``STATUSES``.
+        crop: ``(size, size)`` uint8 when a face was found, else None.
+        faces: number of faces detected.
+        box: ``(4,)`` float32 box of the chosen face (original pixels), or None.
+        score: its detector score, or None.
+        notes: conversions made while reading, and error messages.
+    """
+
+    source: str
+    status: str
+    crop: np.ndarray | None = None
+    faces: int = 0
+    box: np.ndarray | None = None
+    score: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_face(self) -> bool:
+        return self.status in FACE_STATUSES
+
+
+# ----------------------------------------------------------------------- reading
+def image_size_from_header(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` read from a PNG or JPEG header without decoding, or None if not found."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        position = 2
+        while position + 9 < len(data):
+            if data[position] != 0xFF:
+                position += 1
+                continue
+            marker = data[position + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                position += 1 if marker == 0xFF else 2
+                continue
+            length = struct.unpack(">H", data[position + 2:position + 4])[0]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                height, width = struct.unpack(">HH", data[position + 5:position + 9])
+                return width, height
+            position += 2 + length
+    return None
+
+
+def looks_truncated(data: bytes) -> bool:
+    """Whether a JPEG or PNG ends before its image does (OpenCV would decode it half-grey, silently).
+
+    A JPEG's entropy-coded data cannot contain the end marker ``FF D9`` (a data
+    ``FF`` is always followed by ``00``), so a complete file has one after its
+    last start-of-scan ``FF DA``; bytes after it (some cameras append some) do not matter.
+    A PNG must contain its ``IEND`` chunk.
+    """
+    if data[:2] == b"\xff\xd8":
+        last_scan = data.rfind(b"\xff\xda")
+        return last_scan == -1 or data.find(b"\xff\xd9", last_scan) == -1
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data.rfind(b"IEND") == -1
+    return False
+
+
+_KNOWN_MAGIC = (b"\xff\xd8", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"P1", b"P2", b"P3", b"P4", b"P5",
+                b"P6", b"\x00\x00\x00\x0cjP", b"GIF8")
+
+
+def read_image(source: bytes | str | os.PathLike, max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Decode an image file into ``(H, W, 3)`` uint8 BGR, at most ``max_side`` on its longer side.
+
+    Args:
+        source: the file's bytes, or its path.
+        max_side: longer side of the returned image; larger images are shrunk
+            (in the JPEG decoder itself when possible).
+
+    Returns:
+        ``(image, notes)``, notes naming each conversion made.
+
+    Raises:
+        ImageReadError: with ``status`` ``empty_file``, ``not_an_image``, ``truncated``,
+            ``corrupt``, ``too_small``, ``too_large`` or ``unreadable``.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as error:
+            raise ImageReadError("unreadable", f"cannot read {source}: {error.strerror or error}") from error
+    if not data:
+        raise ImageReadError("empty_file", "the file is empty (0 bytes)")
+    notes: list[str] = []
+    size = image_size_from_header(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError("too_large", f"{size[0]}×{size[1]} pixels is more than the {MAX_PIXELS:,} allowed")
+    if looks_truncated(data):
+        raise ImageReadError("truncated", "the file ends before the image does (JPEG without end marker / PNG without IEND)")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    reduction = 1
+    if data[:2] == b"\xff\xd8" and size is not None:
+        longer = max(size)
+        while reduction < 8 and longer / (reduction * 2) >= max_side:
+            reduction *= 2  # let libjpeg decode at 1/2, 1/4 or 1/8 scale: never the full 100-megapixel image
+    if reduction > 1:
+        flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduction]
+        image = cv2.imdecode(buffer, flag)
+        notes.append(f"decoded at 1/{reduction} scale from {size[0]}×{size[1]}")
+    else:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        if data.startswith(_KNOWN_MAGIC):
+            raise ImageReadError("corrupt", "the file starts like an image but OpenCV cannot decode it")
+        raise ImageReadError("not_an_image", f"not an image format OpenCV reads (starts with {data[:8]!r})")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+        notes.append("16-bit converted to 8-bit")
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image.astype(np.float64), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        notes.append(f"{image.dtype} pixels rescaled to 8-bit")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        notes.append("grayscale converted to BGR")
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        notes.append("alpha channel dropped")
+    elif image.shape[2] != 3:
+        raise ImageReadError("corrupt", f"an image with {image.shape[2]} channels")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ImageReadError("too_small", f"{image.shape[1]}×{image.shape[0]} pixels is smaller than {MIN_SIDE} on a side")
+    original = image.shape[:2]
+    image, factor = shrink_to(image, max_side)
+    if factor != 1.0:
+        notes.append(f"shrunk from {original[1]}×{original[0]} to {image.shape[1]}×{image.shape[0]}")
+    return np.ascontiguousarray(image), tuple(notes)
+
+
+# ----------------------------------------------------------------------- cropping
+@dataclass
+class FaceCrop:
+    """Everything ``FaceCropper.crop_details`` knows about one image: all detections,
+    which one was chosen, the rotation applied, and the crop.
+
+    ``transform`` is the ``(2, 3)`` affine map from image pixels to crop pixels.
+    """
+
+    detections: Detections
+    chosen: int | None
+    angle: float
+    crop: np.ndarray | None
+    transform: np.ndarray | None
+
+
+class FaceCropper:
+    """The paper's face preprocessing: image → one ``size × size`` grayscale face.
+
+    Args:
+        detector: ``"mtcnn"`` (the paper's), ``"yunet"``, ``"res10"``, or a ``FaceDetector``.
+        choose: ``"largest"`` box or most ``"confident"`` one when several faces are found.
+        align: rotate so the eyes are level (ignored for detectors without landmarks).
+        margin: fraction of the box side added on each side of the (square) crop.
+        size: side of the output crop in pixels (48 in the paper).
+        max_side: images larger than this are shrunk before detection and cropping.
+        **detector_options: passed to the detector's constructor.
+
+    ``cropper(image_bgr)`` returns ``(size, size)`` uint8, or None when there is no face.
+    ``cropper.settings`` names every option (a cache key); ``cropper.name`` is a short form.
+    """
+
+    def __init__(self, detector="mtcnn", choose: str = "largest", align: bool = True, margin: float = 0.1,
+                 size: int = 48, max_side: int = DEFAULT_MAX_SIDE, **detector_options):
+        from minimtl.faces import get_detector
+
+        if choose not in ("largest", "confident"):
+            raise ValueError(f"choose must be 'largest' or 'confident', got {choose!r}")
+        if not isinstance(margin, (int, float)) or not 0 <= margin <= 2:
+            raise ValueError(f"margin must be a number between 0 and 2 (a fraction of the box side), got {margin!r}")
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"size must be an integer of at least 8 pixels, got {size!r}")
+        if isinstance(detector, str):
+            detector_options.setdefault("max_side", max_side)
+        self.detector = get_detector(detector, **detector_options)
+        self.choose, self.align, self.margin, self.size = choose, bool(align), float(margin), size
+        self.max_side = max_side
+
+    @property
+    def settings(self) -> str:
+        """Every option that changes the output, as one string."""
+        return (f"facecrop-v{CACHE_FORMAT}(detector={self.detector.settings},choose={self.choose},"
+                f"align={self.align},margin={self.margin:g},size={self.size},max_side={self.max_side})")
+
+    @property
+    def name(self) -> str:
+        """A short, file-name-safe cache key: detector name plus a hash of ``settings``."""
+        return f"{self.detector.name}-{hashlib.sha256(self.settings.encode()).hexdigest()[:12]}"
+
+    def choose_face(self, detections: Detections) -> int | None:
+        """Index of the face to crop, or None when there is none."""
+        if len(detections) == 0:
+            return None
+        values = detections.areas() if self.choose == "largest" else detections.scores
+        return int(np.argmax(values))
+
+    def eye_angle(self, detections: Detections, index: int) -> float:
+        """Degrees to rotate (counter-clockwise on screen) so the eyes are level; 0 without landmarks."""
+        if not self.align or detections.landmarks is None:
+            return 0.0
+        (left_x, left_y), (right_x, right_y) = detections.landmarks[index, 0], detections.landmarks[index, 1]
+        return math.degrees(math.atan2(right_y - left_y, right_x - left_x))
+
+    def crop_details(self, image_bgr: np.ndarray) -> FaceCrop:
+        """Detect, choose, align and crop; see ``FaceCrop``.  ``image_bgr`` is ``(H, W, 3)`` uint8."""
+        check_bgr_image(image_bgr)
+        image, factor = shrink_to(image_bgr, self.max_side)
+        detections = self.detector.detect(image)
+        index = self.choose_face(detections)
+        if index is None:
+            return FaceCrop(detections.scaled(factor), None, 0.0, None, None)
+        angle = self.eye_angle(detections, index)
+        x1, y1, x2, y2 = detections.boxes[index].astype(np.float64)
+        centre = ((x1 + x2) / 2, (y1 + y2) / 2)
+        side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * self.margin)
+        pixels = max(int(round(side)), 1)
+        transform = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        transform[:, 2] += (pixels / 2 - centre[0], pixels / 2 - centre[1])
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        square = cv2.warpAffine(gray, transform, (pixels, pixels), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        interpolation = cv2.INTER_AREA if pixels > self.size else cv2.INTER_LINEAR
+        crop = cv2.resize(square, (self.size, self.size), interpolation=interpolation)
+        # image pixels → crop pixels: undo the shrink, the square transform, then the resize
+        to_crop = np.diag([self.size / pixels, self.size / pixels, 1.0]) @ np.vstack([transform, [0, 0, 1]]) \
+            @ np.diag([1 / factor, 1 / factor, 1.0])
+        return FaceCrop(detections.scaled(factor), index, angle, crop, to_crop[:2])
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray | None:
+        """``(H, W, 3)`` uint8 BGR → ``(size, size)`` uint8 grayscale face, or None without a face."""
+        return self.crop_details(image_bgr).crop
+
+    def crop_source(self, data: bytes, source: str = "<bytes>") -> CropResult:
+        """Read the image file ``data`` and crop it; never raises for a bad file (see ``STATUSES``)."""
+        try:
+            image, notes = read_image(data, self.max_side)
+        except ImageReadError as error:
+            return CropResult(source, error.status, notes=(str(error),))
+        try:
+            details = self.crop_details(image)
+        except Exception as error:  # one odd image must not stop a run over thousands
+            return CropResult(source, "error", notes=notes + (f"{type(error).__name__}: {error}",))
+        if details.chosen is None:
+            return CropResult(source, "no_face", notes=notes)
+        detections = details.detections
+        return CropResult(source, "face" if len(detections) == 1 else "several_faces", details.crop, len(detections),
+                          detections.boxes[details.chosen], float(detections.scores[details.chosen]), notes)
+
+    def __repr__(self) -> str:
+        return f"<FaceCropper {self.settings}>"
+
+
+# ------------------------------------------------------------------------- cache
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/minimtl/faces``, or ``~/.cache/minimtl/faces``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minimtl" / "faces"
+
+
+class CropCache:
+    """Crops on disk, one ``.npz`` per (file content, cropper settings).
+
+    Layout: ``folder/<cropper.name>/<sha256[:2]>/<sha256>.npz`` plus
+    ``folder/<cropper.name>/SETTINGS.txt`` holding the full settings string.
+    Entries are written to a temporary file and renamed, so an interrupted run
+    leaves no half-written entry.  Read failures count as misses.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        self.folder = Path(folder) if folder is not None else default_cache_dir()
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def path(self, cropper: FaceCropper, digest: str) -> Path:
+        return self.folder / cropper.name / digest[:2] / f"{digest}.npz"
+
+    def get(self, cropper: FaceCropper, digest: str, source: str) -> CropResult | None:
+        """The cached result for content ``digest`` under ``cropper``'s settings, or None."""
+        path = self.path(cropper, digest)
+        try:
+            with np.load(path, allow_pickle=False) as entry:
+                status = str(entry["status"])
+                crop = entry["crop"] if entry["crop"].size else None
+                box = entry["box"] if entry["box"].size else None
+                score = float(entry["score"]) if np.isfinite(entry["score"]) else None
+                return CropResult(source, status, crop, int(entry["faces"]), box, score,
+                                  tuple(str(n) for n in entry["notes"]))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+            return None
+
+    def put(self, cropper: FaceCropper, digest: str, result: CropResult) -> None:
+        """Store ``result`` (not for status ``"error"``, which may be transient)."""
+        if result.status == "error":
+            return
+        path = self.path(cropper, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        settings_file = path.parent.parent / "SETTINGS.txt"
+        if not settings_file.exists():
+            _write_atomically(settings_file, (cropper.settings + "\n").encode())
+        buffer = io.BytesIO()
+        np.savez(buffer, status=np.array(result.status),
+                 crop=result.crop if result.crop is not None else np.zeros((0, 0), np.uint8),
+                 faces=np.array(result.faces),
+                 box=result.box if result.box is not None else np.zeros(0, np.float32),
+                 score=np.array(result.score if result.score is not None else np.nan),
+                 notes=np.array(result.notes, dtype=str))
+        _write_atomically(path, buffer.getvalue())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- many images
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def list_sources(source: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """The image names in a folder (recursively) or archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``).
+
+    Returns ``(images, ignored)``: names that look like images (by suffix), and the other
+    files, which are reported, never silently dropped.
+    """
+    source = Path(source)
+    if source.is_dir():
+        names = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
+            names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
+    elif source.is_file() and tarfile.is_tarfile(source):
+        with tarfile.open(source) as archive:
+            names = [m.name for m in archive.getmembers() if m.isfile()]
+    elif source.exists():
+        raise ValueError(f"{source} is neither a folder nor a .tar/.tar.gz/.zip archive")
+    else:
+        raise FileNotFoundError(f"no folder or archive at {source}")
+    images = [n for n in names if is_image_name(n)]
+    ignored = [n for n in names if not is_image_name(n)]
+    return images, ignored
+
+
+def iter_bytes(source: str | os.PathLike, names: Iterable[str]) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Yield ``(name, data, error)`` for each wanted name of a folder or archive, in archive order for tars."""
+    source = Path(source)
+    wanted = set(names)
+    if source.is_dir():
+        for name in sorted(wanted):
+            try:
+                yield name, (source / name).read_bytes(), None
+            except OSError as error:
+                yield name, None, str(error)
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
+            for name in sorted(wanted):
+                try:
+                    yield name, archive.read(name), None
+                except (OSError, zipfile.BadZipFile, KeyError) as error:
+                    yield name, None, str(error)
+    else:
+        with tarfile.open(source) as archive:  # streamed in order: a .tar.gz is read once
+            for member in archive:
+                if member.name in wanted and member.isfile():
+                    try:
+                        yield member.name, archive.extractfile(member).read(), None
+                    except (OSError, tarfile.TarError) as error:
+                        yield member.name, None, str(error)
+
+
+_worker_cropper: FaceCropper | None = None
+_worker_cache: CropCache | None = None
+
+
+def _start_worker(cropper_options: dict, cache_folder: str | None) -> None:
+    global _worker_cropper, _worker_cache
+    cv2.setNumThreads(1)
+    _worker_cropper = FaceCropper(**cropper_options)
+    _worker_cache = CropCache(cache_folder) if cache_folder is not None else None
+
+
+def _crop_one(item: tuple[str, bytes | None, str | None]) -> CropResult:
+    name, data, error = item
+    if data is None:
+        return CropResult(name, "unreadable", notes=(error or "could not be read",))
+    return crop_with_cache(_worker_cropper, data, name, _worker_cache)
+
+
+def crop_with_cache(cropper: FaceCropper, data: bytes, source: str, cache: CropCache | None) -> CropResult:
+    """``cropper.crop_source`` through ``cache`` (None: no cache)."""
+    if cache is None:
+        return cropper.crop_source(data, source)
+    digest = cache.digest(data)
+    result = cache.get(cropper, digest, source)
+    if result is None:
+        result = cropper.crop_source(data, source)
+        cache.put(cropper, digest, result)
+    return result
+
+
+SINGLE_THREAD_ENVIRONMENT = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                    "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+
+
+def crop_images(source: str | os.PathLike, cropper_options: dict | None = None, *, workers: int | None = None,
+                cache_folder: str | os.PathLike | None = None, use_cache: bool = True,
+                progress: bool = True) -> tuple[list[CropResult], list[str]]:
+    """Crop every image in a folder or archive.
+
+    Args:
+        source: folder, ``.tar``, ``.tar.gz`` or ``.zip``.
+        cropper_options: keyword arguments of ``FaceCropper``.
+        workers: processes (default: the number of CPUs); 1 runs in this process.
+            Each worker runs its kernels single-threaded: the parallelism is across images.
+        cache_folder: where ``CropCache`` lives (default ``default_cache_dir()``).
+        use_cache: False to neither read nor write the cache.
+        progress: tqdm progress bar.
+
+    Returns:
+        ``(results, ignored)``: one ``CropResult`` per image name, in name order, and
+        the names that were skipped because they are not named as images.
+    """
+    cropper_options = dict(cropper_options or {})
+    names, ignored = list_sources(source)
+    cache_arg = None
+    if use_cache:
+        cache_arg = str(cache_folder if cache_folder is not None else default_cache_dir())
+    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    items = iter_bytes(source, names)
+    bar = tqdm(total=len(names), unit="image", desc="cropping faces", disable=not progress)
+    results: dict[str, CropResult] = {}
+    try:
+        if workers == 1:
+            _start_worker(cropper_options, cache_arg)
+            for item in items:
+                result = _crop_one(item)
+                results[result.source] = result
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")  # fresh interpreters read the thread limits below
+            saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENVIRONMENT}
+            os.environ.update(SINGLE_THREAD_ENVIRONMENT)
+            try:
+                pool = context.Pool(workers, initializer=_start_worker, initargs=(cropper_options, cache_arg))
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+            with pool:
+                for result in pool.imap(_crop_one, items, chunksize=4):
+                    results[result.source] = result
+                    bar.update()
+    finally:
+        bar.close()
+    for name in names:  # a member listed but not yielded (e.g. a damaged archive) is still reported
+        results.setdefault(name, CropResult(name, "unreadable", notes=("not found when reading the archive",)))
+    return [results[name] for name in names], ignored
+
+
+def summarize(results: list[CropResult], ignored: list[str] = ()) -> dict:
+    """Counts per status, and the names behind every status other than ``face``."""
+    counts = {status: 0 for status in STATUSES}
+    for result in results:
+        counts[result.status] += 1
+    return {
+        "images": len(results),
+        "faces_cropped": sum(r.has_face for r in results),
+        "counts": {k: v for k, v in counts.items() if v},
+        "problems": {status: [{"source": r.source, "notes": list(r.notes)} for r in results if r.status == status]
+                     for status in STATUSES if status != "face" and counts[status]},
+        "ignored_not_images": list(ignored),
+    }

@@ -1,0 +1,473 @@
+"""What every face data set in minimtl shares: where data lives, reading archives, cropping, caching.
+
+* :func:`data_root` — the folder for downloads, extracted data and caches:
+  an explicit argument, else the environment variable ``MINIMTL_DATA``, else
+  ``~/.cache/minimtl/data``.
+* :class:`FileSource` — read image files the same way from a ``.tar`` /
+  ``.tar.gz`` archive (without extracting it) or from a folder.
+* :class:`CentreCrop` — the default preprocessing: grayscale, central square,
+  resize to 48×48.  It needs no face detector and suits UTKFace, whose chips are
+  already aligned face crops.  The paper crops with MTCNN instead (Section
+  3.1); any callable ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None``
+  can be passed in its place (``None`` means "no face").
+* :func:`prepare_images` — decode and crop every listed image once, and keep
+  the 48×48 results of the whole data set in one ``.npz`` under
+  ``<data root>/cache`` keyed by the archive's identity and the crop's
+  settings, so the second run only reads that file.  Images that cannot be
+  decoded or have no face are returned with their reason, never dropped
+  silently.
+* :class:`FaceDataset` — the common container: names, per-task labels,
+  48×48 uint8 images, the rejected images, and ``split``/``subset`` helpers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = [
+    "IMAGE_SIZE",
+    "TASKS",
+    "CentreCrop",
+    "FaceDataset",
+    "FileSource",
+    "crop_cache_key",
+    "data_root",
+    "prepare_images",
+]
+
+log = logging.getLogger("minimtl.data")
+
+#: Side of the square grayscale face images the network takes (Section 3.1).
+IMAGE_SIZE = 48
+#: The paper's three tasks, in the order the loader reports them.
+TASKS = ("smile", "gender", "age")
+#: Class names of each task's labels.  Gender follows UTKFace: 0 = male, 1 = female.
+CLASS_NAMES = {
+    "smile": ("not smiling", "smiling"),
+    "gender": ("male", "female"),
+    "age": ("0-15", "16-25", "26-35", "36-45", "46-60", "61+"),
+}
+
+Crop = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+def data_root(root: Path | str | None = None) -> Path:
+    """Folder for downloads, extracted data sets and crop caches.
+
+    ``root`` if given, else ``$MINIMTL_DATA``, else ``~/.cache/minimtl/data``.
+    The folder is not created here.
+    """
+    if root is None:
+        root = os.environ.get("MINIMTL_DATA") or Path.home() / ".cache" / "minimtl" / "data"
+    return Path(root).expanduser()
+
+
+# --------------------------------------------------------------------------- reading archives and folders
+class FileSource:
+    """The files of a data set, read from a tar archive (any compression) or from a folder.
+
+    Names are POSIX paths relative to the archive root or the folder, e.g.
+    ``"genki4k/files/file0001.jpg"``.  Listing an uncompressed tar reads only its
+    headers; listing a ``.tar.gz`` decompresses it once (about 1.5 s for UTKFace).
+    """
+
+    def __init__(self, path: Path | str):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file or folder path, got {type(path).__name__}")
+        self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            self.is_archive = False
+        elif self.path.is_file():
+            if not tarfile.is_tarfile(self.path):
+                raise ValueError(f"{self.path} is neither a folder nor a tar archive (.tar, .tar.gz)")
+            self.is_archive = True
+        else:
+            raise FileNotFoundError(f"data set source not found: {self.path}")
+        self._names: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"FileSource({str(self.path)!r})"
+
+    def names(self) -> list[str]:
+        """Relative names of all regular files, in archive (or sorted folder) order."""
+        if self._names is None:
+            if self.is_archive:
+                with tarfile.open(self.path) as tar:
+                    self._names = [member.name for member in tar if member.isfile()]
+            else:
+                self._names = sorted(
+                    PurePosixPath(Path(folder, file).relative_to(self.path)).as_posix()
+                    for folder, _, files in os.walk(self.path)
+                    for file in files
+                )
+        return self._names
+
+    def read(self, name: str) -> bytes:
+        """Bytes of one file.  For a compressed archive prefer :meth:`iterate`."""
+        if self.is_archive:
+            with tarfile.open(self.path) as tar:
+                handle = tar.extractfile(name)
+                if handle is None:
+                    raise KeyError(f"{name} is not a regular file in {self.path.name}")
+                return handle.read()
+        return (self.path / name).read_bytes()
+
+    def iterate(self, wanted: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(name, bytes)`` for each wanted file, in one pass in archive order."""
+        wanted = set(wanted)
+        if self.is_archive:
+            with tarfile.open(self.path, mode="r|*") as tar:  # stream: one decompression pass
+                for member in tar:
+                    if member.isfile() and member.name in wanted:
+                        handle = tar.extractfile(member)
+                        yield member.name, handle.read()
+        else:
+            for name in sorted(wanted):
+                yield name, (self.path / name).read_bytes()
+
+    def identity(self) -> str:
+        """A short string that changes when the archive or folder contents change.
+
+        An archive is identified by its file name, size and modification time
+        (cheap, and the same archive moved elsewhere keeps its cache); a folder
+        by the names, sizes and modification times of its files.
+        """
+        if self.is_archive:
+            info = self.path.stat()
+            text = f"archive:{self.path.name}:{info.st_size}:{info.st_mtime_ns}"
+        else:
+            digest = hashlib.sha1()
+            for name in self.names():
+                info = (self.path / name).stat()
+                digest.update(f"{name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+            text = f"folder:{digest.hexdigest()}"
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- preprocessing
+class CentreCrop:
+    """Grayscale, crop the central square, resize to ``size``×``size``: the detector-free default.
+
+    ``fraction`` is the side of the square as a fraction of the image's shorter
+    side (1.0 = the largest central square).  Images whose shorter side is
+    under ``min_side`` pixels (IMDB-WIKI has 1×1 placeholders) give ``None``.
+
+    Call: ``image_bgr`` (H, W, 3) uint8 -> (size, size) uint8, or None.
+    """
+
+    def __init__(self, size: int = IMAGE_SIZE, fraction: float = 1.0, min_side: int = 16):
+        if not (isinstance(size, int) and size > 0):
+            raise ValueError(f"size must be a positive int, got {size!r}")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        self.size, self.fraction, self.min_side = size, float(fraction), int(min_side)
+
+    @property
+    def cache_key(self) -> str:
+        return f"centre-crop-{self.size}-{self.fraction:g}-min{self.min_side}"
+
+    def __repr__(self) -> str:
+        return f"CentreCrop(size={self.size}, fraction={self.fraction:g}, min_side={self.min_side})"
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray | None:
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+            raise ValueError(f"expected a (H, W, 3) uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}")
+        height, width = image_bgr.shape[:2]
+        if min(height, width) < self.min_side:
+            return None
+        side = max(1, int(round(min(height, width) * self.fraction)))
+        top, left = (height - side) // 2, (width - side) // 2
+        gray = cv2.cvtColor(image_bgr[top:top + side, left:left + side], cv2.COLOR_BGR2GRAY)
+        interpolation = cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR
+        return cv2.resize(gray, (self.size, self.size), interpolation=interpolation)
+
+
+def crop_cache_key(crop: Crop) -> str:
+    """The name under which a crop's results are cached.
+
+    A crop object should carry a ``cache_key`` attribute naming its method and
+    settings (``CentreCrop`` does).  Otherwise its qualified name and ``repr``
+    are used, which distinguishes functions but not two closures with
+    different settings: give those a ``cache_key``.
+    """
+    key = getattr(crop, "cache_key", None)
+    if key is None:
+        name = getattr(crop, "__qualname__", type(crop).__qualname__)
+        key = f"{getattr(crop, '__module__', '')}.{name}"
+        if not hasattr(crop, "__qualname__"):
+            key += ":" + repr(crop)
+    return str(key)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:60] or "crop"
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """JPEG/PNG bytes -> (H, W, 3) uint8 BGR image, or None if they cannot be decoded."""
+    if not data:
+        return None
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+
+def prepare_images(
+    source: FileSource,
+    members: list[str],
+    crop: Crop,
+    *,
+    dataset_name: str,
+    cache_dir: Path | None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Decode and crop ``members`` of ``source``, or load the result from the cache.
+
+    Returns
+    -------
+    images: (K, 48, 48) uint8, one per kept member, in the order of ``members``.
+    kept: (N,) bool, which of the N members have an image.
+    rejected: list of ``(member name, reason)`` for the others.
+    """
+    key_text = json.dumps({"dataset": dataset_name, "source": source.identity(),
+                           "members": hashlib.sha1("\n".join(members).encode()).hexdigest(),
+                           "crop": crop_cache_key(crop)}, sort_keys=True)
+    digest = hashlib.sha1(key_text.encode()).hexdigest()[:16]
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"{_slug(dataset_name)}-{_slug(crop_cache_key(crop))}-{digest}.npz"
+        if cache_file.is_file():
+            try:
+                with np.load(cache_file, allow_pickle=False) as stored:
+                    if str(stored["key"]) == key_text:
+                        rejected = list(zip(stored["rejected_names"].tolist(), stored["rejected_reasons"].tolist()))
+                        return stored["images"], stored["kept"], rejected
+            except (OSError, ValueError, KeyError) as error:  # damaged cache: rebuild it
+                log.warning("ignoring unreadable crop cache %s (%s)", cache_file, error)
+
+    index = {name: position for position, name in enumerate(members)}
+    if len(index) != len(members):
+        raise ValueError(f"{dataset_name}: duplicate member names in the listing")
+    images = np.zeros((len(members), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    kept = np.zeros(len(members), dtype=bool)
+    reasons: dict[str, str] = {}
+    for name, data in tqdm(source.iterate(members), total=len(members), desc=f"cropping {dataset_name}",
+                           unit=" images", disable=not progress):
+        image = decode_image(data)
+        if image is None:
+            reasons[name] = "could not be decoded"
+            continue
+        face = crop(image)
+        if face is None:
+            reasons[name] = "no face found"
+            continue
+        face = np.asarray(face)
+        if face.shape != (IMAGE_SIZE, IMAGE_SIZE) or face.dtype != np.uint8:
+            raise ValueError(f"crop {crop_cache_key(crop)} returned {face.shape} {face.dtype}, "
+                             f"expected ({IMAGE_SIZE}, {IMAGE_SIZE}) uint8 or None")
+        position = index[name]
+        images[position] = face
+        kept[position] = True
+    for name in members:
+        if name not in reasons and not kept[index[name]]:
+            reasons[name] = "missing from the source"
+    images = images[kept]
+    rejected = [(name, reasons[name]) for name in members if name in reasons]
+
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=cache_file.name + ".", suffix=".tmp", dir=cache_file.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, key=np.array(key_text), images=images, kept=kept,
+                         rejected_names=np.array([n for n, _ in rejected], dtype=str),
+                         rejected_reasons=np.array([r for _, r in rejected], dtype=str))
+            os.replace(temporary, cache_file)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    return images, kept, rejected
+
+
+# --------------------------------------------------------------------------- the common container
+class FaceDataset:
+    """Face images with labels for some of the tasks ``"smile"``, ``"gender"``, ``"age"``.
+
+    Attributes
+    ----------
+    name: str — shown in logs and class-count tables.
+    tasks: tuple of task names this data set labels.
+    names: (N,) str array — image names inside the source (unique).
+    labels: dict task -> (N,) int64 class labels.
+    images: (N, 48, 48) uint8 array, or None when built with ``load_images=False``.
+    rejected: list of ``(name, reason)`` — listed images left out (unreadable, no face, unparsable name).
+    synthetic: True only for generated data (see :mod:`minimtl.data.synthetic`).
+
+    ``dataset[i]`` is ``(image (48, 48) uint8, {task: int label})``.
+    """
+
+    name = "faces"
+    synthetic = False
+    #: Names of extra (N, ...) arrays a subclass keeps per sample (``subset`` slices them too).
+    per_sample_attributes: tuple[str, ...] = ()
+
+    def __init__(self, names, labels: dict[str, np.ndarray], images: np.ndarray | None,
+                 rejected: list[tuple[str, str]] | None = None, *, name: str | None = None):
+        self.names = np.asarray(names, dtype=str)
+        count = len(self.names)
+        self.labels = {task: np.asarray(values, dtype=np.int64) for task, values in labels.items()}
+        for task, values in self.labels.items():
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
+            if values.shape != (count,):
+                raise ValueError(f"labels[{task!r}] has shape {values.shape}, expected ({count},)")
+        self.tasks = tuple(task for task in TASKS if task in self.labels)
+        if images is not None:
+            images = np.asarray(images)
+            if images.shape != (count, IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
+                raise ValueError(f"images must be ({count}, {IMAGE_SIZE}, {IMAGE_SIZE}) uint8, "
+                                 f"got {images.shape} {images.dtype}")
+        self.images = images
+        self.rejected = list(rejected or [])
+        if name is not None:
+            self.name = name
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, int]]:
+        if self.images is None:
+            raise RuntimeError(f"{self.name} was built with load_images=False; it has labels but no images")
+        return self.images[index], {task: int(values[index]) for task, values in self.labels.items()}
+
+    def __repr__(self) -> str:
+        images = "with images" if self.images is not None else "labels only"
+        return f"<{type(self).__name__} {self.name!r}: {len(self)} samples, tasks {self.tasks}, {images}>"
+
+    def class_counts(self) -> dict[str, np.ndarray]:
+        """``{task: (number of classes,) int64}`` sample count of every class."""
+        return {task: np.bincount(values, minlength=len(CLASS_NAMES[task]))
+                for task, values in self.labels.items()}
+
+    def subset(self, indices) -> "FaceDataset":
+        """A new data set of the samples at ``indices`` (same class and name; images shared if present)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        part = object.__new__(type(self))
+        part.__dict__.update(self.__dict__)
+        part.names = self.names[indices]
+        part.labels = {task: values[indices] for task, values in self.labels.items()}
+        part.images = None if self.images is None else self.images[indices]
+        for attribute in self.per_sample_attributes:  # raw per-sample extras, e.g. ages in years
+            if getattr(self, attribute, None) is not None:
+                setattr(part, attribute, getattr(self, attribute)[indices])
+        return part
+
+    def split(self, test_size: int | float, seed: int = 0) -> tuple["FaceDataset", "FaceDataset"]:
+        """Random ``(train, test)`` split; ``test_size`` is a count or a fraction in (0, 1).
+
+        Identical images (same cropped pixels) always fall on the same side, so
+        no image is in both train and test even if a data set holds it twice.
+        """
+        train, test = split_indices(self, test_size, seed)
+        return self.subset(train), self.subset(test)
+
+
+def _group_keys(dataset: FaceDataset) -> np.ndarray:
+    """One key per sample; samples with equal keys are the same image."""
+    if dataset.images is None:
+        return dataset.names
+    flat = np.ascontiguousarray(dataset.images).reshape(len(dataset), -1)
+    return np.array([hashlib.sha1(row.tobytes()).hexdigest() for row in flat])
+
+
+def split_indices(dataset: FaceDataset, test_size: int | float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train indices, test indices)``; duplicates of one image stay on one side.
+
+    ``test_size``: number of test samples (int) or fraction (float in (0, 1)).
+    The test side gets whole groups of duplicates until it reaches the size, so
+    it can exceed an int ``test_size`` by the size of the last group.
+    """
+    count = len(dataset)
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer, np.floating)):
+        raise TypeError(f"test_size must be an int count or a float fraction, got {type(test_size).__name__}")
+    if isinstance(test_size, (float, np.floating)):
+        if not 0 < test_size < 1:
+            raise ValueError(f"a fractional test_size must be in (0, 1), got {test_size}")
+        wanted = int(round(test_size * count))
+    else:
+        wanted = int(test_size)
+    if not 0 < wanted < count:
+        raise ValueError(f"test_size gives {wanted} test samples out of {count}; need between 1 and {count - 1}")
+    keys = _group_keys(dataset)
+    unique, group_of = np.unique(keys, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    sizes = np.bincount(group_of, minlength=len(unique))
+    test_groups = order[: int(np.searchsorted(np.cumsum(sizes[order]), wanted, side="left")) + 1]
+    is_test = np.isin(group_of, test_groups)
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def describe_rejected(dataset_name: str, rejected: list[tuple[str, str]], shown: int = 5) -> str:
+    """One line: how many images were left out, why, and the first few names."""
+    if not rejected:
+        return f"{dataset_name}: no images left out"
+    reasons: dict[str, int] = {}
+    for _, reason in rejected:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    why = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+    names = ", ".join(name for name, _ in rejected[:shown])
+    more = f" and {len(rejected) - shown} more" if len(rejected) > shown else ""
+    return f"{dataset_name}: left out {len(rejected)} images ({why}): {names}{more}"
+
+
+def resolve_source(source: Path | str | FileSource | None, root: Path | str | None, folder: str,
+                   dataset_name: str, fetch_name: str) -> FileSource:
+    """The :class:`FileSource` for ``source``, or the fetched copy ``<data root>/<folder>`` when None."""
+    if isinstance(source, FileSource):
+        return source
+    if source is None:
+        fetched = data_root(root) / folder
+        if not fetched.is_dir():
+            raise FileNotFoundError(
+                f"{dataset_name} not found at {fetched}. Run `python -m minimtl.data fetch {fetch_name}` "
+                f"(or pass source= the archive or extracted folder, or set MINIMTL_DATA)"
+            )
+        return FileSource(fetched)
+    return FileSource(source)
+
+
+def load_listed(dataset: FaceDataset, source: FileSource, members: list[str], labels: dict[str, np.ndarray],
+                *, crop: Crop | None, root, cache: bool, load_images: bool, progress: bool,
+                rejected: list[tuple[str, str]], extras: dict[str, np.ndarray] | None = None) -> None:
+    """Fill ``dataset`` from a listing: members (N names), labels {task: (N,)}, per-sample extras.
+
+    With ``load_images`` the images are prepared (or read from the crop cache)
+    and members without an image are moved to ``rejected``, which is logged
+    as one warning line.
+    """
+    extras = dict(extras or {})
+    images = None
+    if load_images:
+        crop = crop if crop is not None else CentreCrop()
+        cache_dir = data_root(root) / "cache" if cache else None
+        images, kept, failed = prepare_images(source, members, crop, dataset_name=dataset.name,
+                                              cache_dir=cache_dir, progress=progress)
+        rejected = rejected + failed
+        members = [name for name, keep in zip(members, kept) if keep]
+        labels = {task: values[kept] for task, values in labels.items()}
+        extras = {key: values[kept] for key, values in extras.items()}
+    if rejected:
+        log.warning(describe_rejected(dataset.name, rejected))
+    FaceDataset.__init__(dataset, members, labels, images, rejected)
+    for key, values in extras.items():
+        setattr(dataset, key, values)
+    dataset.source = source

@@ -1,0 +1,85 @@
+"""GENKI-4K: 4000 face photos labelled smiling (2162) or not (1838), the paper's smile data.
+
+The archive ``genki4k.tar`` (MPLab, UCSD) holds ``genki4k/files/file0001.jpg``
+… ``file4000.jpg`` (uncropped photos of varied sizes) and
+``genki4k/labels.txt``, whose line N describes fileN as ``smile yaw pitch
+roll`` (smile 1/0, head pose in radians).  :class:`GENKI4K` reads it straight
+from the tar or from an extracted folder.  The paper trains on 3000 images and
+tests on 1000 (Section 4.3): :meth:`GENKI4K.paper_split`.
+
+Cite: "http://mplab.ucsd.edu, The MPLab GENKI-4K Dataset."
+"""
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .base import Crop, FaceDataset, FileSource, load_listed, resolve_source
+
+__all__ = ["GENKI4K", "read_genki4k_labels"]
+
+
+def read_genki4k_labels(source: FileSource) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """List GENKI-4K without decoding images.
+
+    Returns ``(image names (N,), smile (N,) int64, pose (N, 3) float64 yaw/pitch/roll)``,
+    names relative to the source, e.g. ``"genki4k/files/file0001.jpg"``.
+    """
+    names = source.names()
+    candidates = [name for name in names if PurePosixPath(name).name == "labels.txt"]
+    if not candidates:
+        raise ValueError(f"{source.path} has no labels.txt; is it GENKI-4K (genki4k.tar or its folder)?")
+    labels_name = min(candidates, key=len)
+    prefix = PurePosixPath(labels_name).parent
+    lines = source.read(labels_name).decode("ascii").split("\n")
+    lines = [line for line in lines if line.strip()]
+    smile = np.empty(len(lines), dtype=np.int64)
+    pose = np.empty((len(lines), 3), dtype=np.float64)
+    for number, line in enumerate(lines):
+        fields = line.split()
+        if len(fields) != 4 or fields[0] not in ("0", "1"):
+            raise ValueError(f"{labels_name} line {number + 1} is not 'smile yaw pitch roll': {line!r}")
+        smile[number] = int(fields[0])
+        pose[number] = [float(value) for value in fields[1:]]
+    images = [(prefix / "files" / f"file{number:04d}.jpg").as_posix() for number in range(1, len(lines) + 1)]
+    return images, smile, pose
+
+
+class GENKI4K(FaceDataset):
+    """GENKI-4K smile data set: task ``"smile"`` (0 = not smiling, 1 = smiling).
+
+    Parameters
+    ----------
+    source:
+        ``genki4k.tar``, the folder it was extracted to, or None for the copy
+        fetched into the data root (``python -m minimtl.data fetch genki4k``).
+    root:
+        Data root (default ``$MINIMTL_DATA`` or ``~/.cache/minimtl/data``); the crop cache lives in ``root/cache``.
+    crop:
+        ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None``; default
+        :class:`~minimtl.data.base.CentreCrop`.  GENKI photos are not face
+        crops, so for real training pass the face detector's crop from
+        :mod:`minimtl.faces`, as the paper does with MTCNN.
+    load_images:
+        False to read only the labels (fast: no decoding).
+    cache, progress:
+        Keep/reuse the cropped images in the data root; show a progress bar.
+
+    Attributes beyond :class:`FaceDataset`: ``pose`` (N, 3) float64 yaw, pitch, roll in radians.
+    """
+
+    name = "GENKI-4K"
+    paper_test_size = 1000
+    per_sample_attributes = ("pose",)
+
+    def __init__(self, source: Path | str | None = None, *, root: Path | str | None = None, crop: Crop | None = None,
+                 load_images: bool = True, cache: bool = True, progress: bool = True):
+        files = resolve_source(source, root, "genki4k", self.name, "genki4k")
+        names, smile, pose = read_genki4k_labels(files)
+        load_listed(self, files, names, {"smile": smile}, crop=crop, root=root, cache=cache,
+                    load_images=load_images, progress=progress, rejected=[], extras={"pose": pose})
+
+    def paper_split(self, seed: int = 0) -> tuple["GENKI4K", "GENKI4K"]:
+        """The paper's split: 1000 test images, the rest (3000 of the full set) for training."""
+        return self.split(self.paper_test_size, seed)

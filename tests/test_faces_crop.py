@@ -1,0 +1,285 @@
+"""The cropping pipeline: reading bad files, choosing and aligning faces, the cache, and the command line."""
+import io
+import json
+import struct
+import tarfile
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from minimtl.faces import Detections, FaceCropper
+from minimtl.faces.crop import CropCache, ImageReadError, crop_images, crop_with_cache, read_image
+from minimtl.faces.detector import FaceDetector
+from minimtl.faces.__main__ import main as cli_main
+
+from conftest import require_shared_file
+
+pytestmark = pytest.mark.faces
+
+
+def genki_bytes(number: int) -> bytes:
+    with tarfile.open(require_shared_file("data/genki4k.tar")) as archive:
+        return archive.extractfile(f"genki4k/files/file{number:04d}.jpg").read()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.fixture(scope="module")
+def face_jpeg() -> bytes:
+    return genki_bytes(1)
+
+
+@pytest.fixture(scope="module")
+def cropper() -> FaceCropper:
+    return FaceCropper()
+
+
+# ------------------------------------------------------------ each bad input, a named outcome
+def test_empty_file(cropper):
+    assert cropper.crop_source(b"", "empty.jpg").status == "empty_file"
+
+
+def test_truncated_jpeg(cropper, face_jpeg):
+    result = cropper.crop_source(face_jpeg[: len(face_jpeg) // 2], "half.jpg")
+    assert result.status == "truncated" and result.crop is None
+
+
+def test_jpeg_with_trailing_bytes_is_not_called_truncated(cropper, face_jpeg):
+    assert cropper.crop_source(face_jpeg + b"\x00junk\x86", "padded.jpg").status == "face"
+
+
+def test_text_file_named_jpg(cropper, tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not a photo\n")
+    with pytest.raises(ImageReadError) as caught:
+        read_image(path)
+    assert caught.value.status == "not_an_image"
+    assert cropper.crop_source(path.read_bytes(), "notes.jpg").status == "not_an_image"
+
+
+def test_missing_file_is_unreadable(tmp_path):
+    with pytest.raises(ImageReadError) as caught:
+        read_image(tmp_path / "nowhere.jpg")
+    assert caught.value.status == "unreadable"
+
+
+def test_16_bit_png_is_converted(cropper, face_jpeg):
+    image = decode(face_jpeg)
+    result = cropper.crop_source(png(image.astype(np.uint16) * 257), "deep.png")
+    assert result.status == "face" and "16-bit converted to 8-bit" in result.notes
+    reference = cropper(image)
+    assert np.abs(result.crop.astype(int) - reference.astype(int)).mean() < 2
+
+
+def test_4_channel_png_drops_alpha(cropper, face_jpeg):
+    image = decode(face_jpeg)
+    with_alpha = np.dstack([image, np.full(image.shape[:2], 200, np.uint8)])
+    result = cropper.crop_source(png(with_alpha), "alpha.png")
+    assert result.status == "face" and "alpha channel dropped" in result.notes
+
+
+def test_grayscale_png_is_read(cropper, face_jpeg):
+    gray = cv2.cvtColor(decode(face_jpeg), cv2.COLOR_BGR2GRAY)
+    result = cropper.crop_source(png(gray), "gray.png")
+    assert result.status == "face" and "grayscale converted to BGR" in result.notes
+
+
+def test_one_pixel_image(cropper):
+    assert cropper.crop_source(png(np.zeros((1, 1, 3), np.uint8)), "dot.png").status == "too_small"
+
+
+def test_photo_without_a_face(cropper):
+    ramp = np.linspace(0, 255, 200 * 300).reshape(200, 300).astype(np.uint8)
+    landscape = cv2.merge([ramp, ramp[::-1], np.full_like(ramp, 90)])
+    result = cropper.crop_source(png(landscape), "ramp.png")
+    assert result.status == "no_face" and result.crop is None and result.faces == 0
+
+
+def test_absurd_header_is_refused_before_decoding():
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    fake = header + struct.pack(">I", zlib.crc32(header[12:])) + b"IEND"
+    with pytest.raises(ImageReadError) as caught:
+        read_image(fake)
+    assert caught.value.status == "too_large"
+
+
+def test_10000_pixel_jpeg_is_decoded_small(cropper, face_jpeg):
+    face = decode(face_jpeg)
+    canvas = np.full((10000, 10000, 3), 120, np.uint8)
+    canvas[3000:3000 + 192 * 20, 4000:4000 + 178 * 20] = cv2.resize(face, (178 * 20, 192 * 20))
+    ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    del canvas
+    image, notes = read_image(encoded.tobytes(), max_side=1600)
+    assert max(image.shape[:2]) <= 1600
+    assert any("decoded at 1/4 scale from 10000×10000" in note for note in notes)
+    result = cropper.crop_source(encoded.tobytes(), "huge.jpg")
+    assert result.status == "face"
+    # the box is reported in the decoded (shrunk) image's pixels: the face spans x 4000..7560 / 6.25
+    assert 4000 / 6.25 - 40 < result.box[0] < result.box[2] < 7560 / 6.25 + 40
+
+
+def test_10000_pixel_array_is_shrunk_before_detection(face_jpeg):
+    seen = []
+
+    class Recorder(FaceDetector):
+        name = "recorder"
+
+        def _detect(self, image):
+            seen.append(image.shape)
+            return Detections([[10, 10, 50, 50]], [0.9])
+
+    canvas = np.zeros((10000, 10000, 3), np.uint8)
+    crop = FaceCropper(detector=Recorder(max_side=1000), max_side=1000)(canvas)
+    assert seen == [(1000, 1000, 3)] and crop.shape == (48, 48)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="choose"):
+        FaceCropper(choose="first")
+    with pytest.raises(ValueError, match="margin"):
+        FaceCropper(margin=-1)
+    with pytest.raises(ValueError, match="unknown face detector"):
+        FaceCropper(detector="haar")
+    with pytest.raises(TypeError, match="uint8"):
+        FaceCropper()(np.zeros((50, 50, 3), np.float64))
+
+
+# --------------------------------------------------------------- choosing and aligning
+def test_crop_is_48_gray_and_settings_name_the_options(cropper, face_jpeg):
+    crop = cropper(decode(face_jpeg))
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8 and crop.std() > 10
+    other = FaceCropper(margin=0.3)
+    assert other.settings != cropper.settings and other.name != cropper.name
+    assert "mtcnn" in cropper.settings and "margin=0.1" in cropper.settings
+
+
+def test_align_levels_the_eyes(face_jpeg):
+    image = decode(face_jpeg)
+    centre = (91, 100)
+    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D(centre, 20, 1.0), image.shape[1::-1],
+                            borderMode=cv2.BORDER_REPLICATE)
+    aligned = FaceCropper(align=True).crop_details(tilted)
+    plain = FaceCropper(align=False).crop_details(tilted)
+    assert abs(aligned.angle) > 12 and plain.angle == 0.0
+
+    def eyes_in_crop(details):
+        points = details.detections.landmarks[details.chosen, :2]
+        return np.column_stack([points, np.ones(2)]) @ details.transform.T
+
+    level = eyes_in_crop(aligned)
+    assert abs(level[0, 1] - level[1, 1]) < 1.0, level
+    slanted = eyes_in_crop(plain)
+    assert abs(slanted[0, 1] - slanted[1, 1]) > 5, slanted
+
+
+def test_choose_largest_or_most_confident(face_jpeg):
+    face = decode(face_jpeg)
+    scene = np.full((260, 420, 3), 128, np.uint8)
+    scene[30:222, 10:188] = face
+    scene[80:176, 260:349] = cv2.resize(face, (89, 96), interpolation=cv2.INTER_AREA)
+    largest = FaceCropper(choose="largest").crop_details(scene)
+    confident = FaceCropper(choose="confident").crop_details(scene)
+    detections = largest.detections
+    assert len(detections) == 2
+    assert detections.boxes[largest.chosen][0] < 188  # the big face on the left
+    assert confident.chosen == int(np.argmax(detections.scores))
+    assert FaceCropper().crop_source(png(scene), "two.png").status == "several_faces"
+
+
+# ------------------------------------------------------------------------------ cache
+def test_cache_serves_the_second_run_without_detecting(face_jpeg, tmp_path, monkeypatch):
+    cropper = FaceCropper()
+    cache = CropCache(tmp_path)
+    first = crop_with_cache(cropper, face_jpeg, "a.jpg", cache)
+    empty = crop_with_cache(cropper, b"", "empty.jpg", cache)
+    entries = sorted(p.name for p in tmp_path.rglob("*.npz"))
+    assert len(entries) == 2 and not list(tmp_path.rglob("*.tmp"))
+    assert (tmp_path / cropper.name / "SETTINGS.txt").read_text().strip() == cropper.settings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the detector ran although the cache had the answer")
+
+    monkeypatch.setattr(cropper, "crop_details", refuse)
+    second = crop_with_cache(cropper, face_jpeg, "copy-of-a.jpg", cache)
+    assert second.source == "copy-of-a.jpg" and second.status == first.status
+    np.testing.assert_array_equal(second.crop, first.crop)
+    np.testing.assert_array_equal(second.box, first.box)
+    assert second.score == pytest.approx(first.score)
+    assert crop_with_cache(cropper, b"", "empty.jpg", cache).status == empty.status == "empty_file"
+
+
+def test_cache_keys_differ_by_settings(face_jpeg, tmp_path):
+    cache = CropCache(tmp_path)
+    a, b = FaceCropper(size=48), FaceCropper(size=32)
+    assert crop_with_cache(a, face_jpeg, "x", cache).crop.shape == (48, 48)
+    assert crop_with_cache(b, face_jpeg, "x", cache).crop.shape == (32, 32)
+
+
+def test_damaged_cache_entry_is_a_miss(face_jpeg, tmp_path):
+    cropper, cache = FaceCropper(), CropCache(tmp_path)
+    digest = cache.digest(face_jpeg)
+    path = cache.path(cropper, digest)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a zip")
+    assert cache.get(cropper, digest, "x") is None
+    assert crop_with_cache(cropper, face_jpeg, "x", cache).status == "face"
+
+
+# ----------------------------------------------------------------------- command line
+@pytest.fixture()
+def mixed_folder(tmp_path, face_jpeg):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "smile.jpg").write_bytes(face_jpeg)
+    (folder / "sub" / "other.jpg").write_bytes(genki_bytes(2))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "half.jpg").write_bytes(face_jpeg[:1000])
+    (folder / "labels.txt").write_text("1 0 0 0\n")
+    return folder
+
+
+def test_cli_crops_a_folder_and_reports_every_file(mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli_main(["crop", str(mixed_folder), str(out), "--workers", "1", "--cache-dir", str(tmp_path / "cache"),
+                     "--png", "--quiet"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 5 and report["faces_cropped"] == 2
+    assert report["counts"] == {"face": 2, "empty_file": 1, "not_an_image": 1, "truncated": 1}
+    assert report["ignored_not_images"] == ["labels.txt"]
+    with np.load(out / "crops.npz") as saved:
+        assert sorted(saved["names"]) == ["smile.jpg", "sub/other.jpg"]
+        assert saved["crops"].shape == (2, 48, 48) and saved["crops"].dtype == np.uint8
+    assert (out / "crops" / "sub" / "other.jpg.png").is_file()
+    printed = capsys.readouterr().out
+    assert "5 images: 2 faces cropped" in printed and "truncated: 1 (half.jpg)" in printed
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_cli_reads_a_tar_archive_with_two_workers(mixed_folder, tmp_path):
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(mixed_folder, arcname="photos")
+    results, ignored = crop_images(archive, {"detector": "mtcnn"}, workers=2, use_cache=False, progress=False)
+    statuses = {r.source: r.status for r in results}
+    assert statuses == {"photos/empty.jpg": "empty_file", "photos/half.jpg": "truncated", "photos/smile.jpg": "face",
+                        "photos/sub/other.jpg": "face", "photos/text.jpg": "not_an_image"}
+    assert ignored == ["photos/labels.txt"]
+
+
+def test_cli_says_what_is_wrong_with_the_source(tmp_path, capsys):
+    assert cli_main(["crop", str(tmp_path / "missing"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "no folder or archive" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert cli_main(["crop", str(tmp_path / "notes.txt"), str(tmp_path / "out"), "--quiet"]) == 2

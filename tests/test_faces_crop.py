@@ -119,13 +119,14 @@ def test_10000_pixel_jpeg_is_decoded_small(cropper, face_jpeg):
     canvas[3000:3000 + 192 * 20, 4000:4000 + 178 * 20] = cv2.resize(face, (178 * 20, 192 * 20))
     ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 80])
     del canvas
-    image, notes = read_image(encoded.tobytes(), max_side=1600)
-    assert max(image.shape[:2]) <= 1600
+    image, notes, scale = read_image(encoded.tobytes(), max_side=1600)
+    assert max(image.shape[:2]) <= 1600 and scale == pytest.approx(10000 / max(image.shape[:2]))
     assert any("decoded at 1/4 scale from 10000×10000" in note for note in notes)
     result = cropper.crop_source(encoded.tobytes(), "huge.jpg")
     assert result.status == "face"
-    # the box is reported in the decoded (shrunk) image's pixels: the face spans x 4000..7560 / 6.25
-    assert 4000 / 6.25 - 40 < result.box[0] < result.box[2] < 7560 / 6.25 + 40
+    # the box is reported in the file's own pixels: the pasted face spans x 4000..7560, y 3000..6840
+    assert 4000 - 250 < result.box[0] < result.box[2] < 7560 + 250
+    assert 3000 - 250 < result.box[1] < result.box[3] < 6840 + 250
 
 
 def test_10000_pixel_array_is_shrunk_before_detection(face_jpeg):

@@ -80,7 +80,7 @@ class CropResult:
         status: a key of ``STATUSES``.
         crop: ``(size, size)`` uint8 when a face was found, else None.
         faces: number of faces detected.
-        box: ``(4,)`` float32 box of the chosen face (original pixels), or None.
+        box: ``(4,)`` float32 box of the chosen face in the file's own pixels, or None.
         score: its detector score, or None.
         notes: conversions made while reading, and error messages.
     """
@@ -141,7 +141,8 @@ _KNOWN_MAGIC = (b"\xff\xd8", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"RIFF",
                 b"P6", b"\x00\x00\x00\x0cjP", b"GIF8")
 
 
-def read_image(source: bytes | str | os.PathLike, max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, tuple[str, ...]]:
+def read_image(source: bytes | str | os.PathLike,
+               max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, tuple[str, ...], float]:
     """Decode an image file into ``(H, W, 3)`` uint8 BGR, at most ``max_side`` on its longer side.
 
     Args:
@@ -150,7 +151,8 @@ def read_image(source: bytes | str | os.PathLike, max_side: int = DEFAULT_MAX_SI
             (in the JPEG decoder itself when possible).
 
     Returns:
-        ``(image, notes)``, notes naming each conversion made.
+        ``(image, notes, scale)``: notes name each conversion made; ``scale >= 1``
+        multiplies coordinates in ``image`` back to the file's own pixels.
 
     Raises:
         ImageReadError: with ``status`` ``empty_file``, ``not_an_image``, ``truncated``,
@@ -207,7 +209,8 @@ def read_image(source: bytes | str | os.PathLike, max_side: int = DEFAULT_MAX_SI
     image, factor = shrink_to(image, max_side)
     if factor != 1.0:
         notes.append(f"shrunk from {original[1]}×{original[0]} to {image.shape[1]}×{image.shape[0]}")
-    return np.ascontiguousarray(image), tuple(notes)
+    scale = factor * (size[0] / original[1] if reduction > 1 else 1.0)
+    return np.ascontiguousarray(image), tuple(notes), scale
 
 
 # ----------------------------------------------------------------------- cropping
@@ -314,7 +317,7 @@ class FaceCropper:
     def crop_source(self, data: bytes, source: str = "<bytes>") -> CropResult:
         """Read the image file ``data`` and crop it; never raises for a bad file (see ``STATUSES``)."""
         try:
-            image, notes = read_image(data, self.max_side)
+            image, notes, scale = read_image(data, self.max_side)
         except ImageReadError as error:
             return CropResult(source, error.status, notes=(str(error),))
         try:
@@ -325,7 +328,8 @@ class FaceCropper:
             return CropResult(source, "no_face", notes=notes)
         detections = details.detections
         return CropResult(source, "face" if len(detections) == 1 else "several_faces", details.crop, len(detections),
-                          detections.boxes[details.chosen], float(detections.scores[details.chosen]), notes)
+                          detections.boxes[details.chosen] * np.float32(scale),
+                          float(detections.scores[details.chosen]), notes)
 
     def __repr__(self) -> str:
         return f"<FaceCropper {self.settings}>"
@@ -514,7 +518,7 @@ def crop_images(source: str | os.PathLike, cropper_options: dict | None = None, 
     cache_arg = None
     if use_cache:
         cache_arg = str(cache_folder if cache_folder is not None else default_cache_dir())
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     items = iter_bytes(source, names)

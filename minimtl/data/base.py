@@ -197,11 +197,14 @@ def crop_cache_key(crop: Crop) -> str:
     """The name under which a crop's results are cached.
 
     A crop object should carry a ``cache_key`` attribute naming its method and
-    settings (``CentreCrop`` does).  Otherwise its qualified name and ``repr``
+    settings (``CentreCrop`` does), or a ``settings`` string
+    (``minimtl.faces.FaceCropper`` does).  Otherwise its qualified name and ``repr``
     are used, which distinguishes functions but not two closures with
     different settings: give those a ``cache_key``.
     """
     key = getattr(crop, "cache_key", None)
+    if key is None and isinstance(getattr(crop, "settings", None), str):
+        key = crop.settings  # minimtl.faces.FaceCropper names every option that changes its output here
     if key is None:
         name = getattr(crop, "__qualname__", type(crop).__qualname__)
         key = f"{getattr(crop, '__module__', '')}.{name}"

@@ -19,9 +19,18 @@ the strides differ from the reference):
 """
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
+
+# OpenMP threads that finished a parallel loop spin, waiting for the next one.
+# On a 2-core machine they then fight OpenBLAS's threads for the cores: a batch-1
+# forward pass ran 12x slower than with NumPy alone.  "passive" makes them sleep
+# instead.  libgomp reads this once, when it is loaded, which is when the Cython
+# extension or Numba's OpenMP layer is first imported: so set it here, before
+# either, unless the user chose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from minimtl.kernels.numpy_backend import output_size
 

@@ -9,8 +9,9 @@ backend with a one-line warning.  Checks and layout choice live in
 """
 from __future__ import annotations
 
-from minimtl.kernels import cython_kernels as loops  # ImportError when the extension was not built
-from minimtl.kernels.compiled import CompiledBackend
+from minimtl.kernels.compiled import CompiledBackend  # first: it sets OMP_WAIT_POLICY before OpenMP loads
+
+from minimtl.kernels import cython_kernels as loops  # ImportError when the extension was not built  # noqa: E402
 
 _backend = CompiledBackend(loops)
 

@@ -1,0 +1,88 @@
+"""Where a Config C training step spends its time: GEMM, kernels (copying), batch-norm, element-wise, autograd.
+
+Profiles training steps of ``minimtl.models.BKNet("C")`` at batch 128 with
+cProfile and groups the self time ("tottime") of each function:
+
+* ``Conv2dFunction.forward/backward`` and ``matmul`` own time is the GEMMs
+  (NumPy's ``@`` runs inside the calling function; the column copies are
+  separate calls to the kernels, so they are not counted here),
+* the kernel functions (``im2col``, ``col2im``, pooling) are copying,
+* everything else by function name.
+
+    python benchmarks/profile_training_step.py --backend cython --steps 3
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_training_step import MinimtlEngine  # noqa: E402
+
+GROUPS = [  # (group, substrings of "file:function"), first match wins
+    ("GEMM (conv forward/backward, linear)", ("Conv2dFunction.forward", "Conv2dFunction.backward", "MatMul")),
+    ("im2col / col2im (copying)", ("im2col", "col2im")),
+    ("max-pool kernels", ("max_pool",)),
+    ("batch-norm", ("BatchNorm", "batch_norm")),
+    ("ReLU and other element-wise", ("ReLU", "Add.", "Mul.", "Sub.", "Div.", "Dropout", "Exp.", "Log.")),
+    ("autograd bookkeeping", ("autograd.py",)),
+    ("optimiser", ("optim.py",)),
+]
+
+
+def function_owners() -> dict[tuple[str, int], str]:
+    """``(file, first line) → "ClassName.method"`` for the Functions of minimtl, so profiles name the class."""
+    import inspect
+
+    from minimtl import autograd, functional, ops
+
+    owners = {}
+    for module in (functional, ops, autograd):
+        for class_name, cls in inspect.getmembers(module, inspect.isclass):
+            for method in ("forward", "backward"):
+                code = getattr(cls.__dict__.get(method), "__func__", cls.__dict__.get(method))
+                code = getattr(code, "__code__", None)
+                if code is not None:
+                    owners[(code.co_filename, code.co_firstlineno)] = f"{class_name}.{method}"
+    return owners
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="cython")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--top", type=int, default=20, help="also print the top functions by self time")
+    args = parser.parse_args(argv)
+
+    engine = MinimtlEngine(args.backend, args.batch)
+    engine.train_step()  # warm-up: Numba compiles, memory is allocated once
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(args.steps):
+        engine.train_step()
+    profiler.disable()
+    wall = (time.perf_counter() - start) / args.steps
+
+    stats = pstats.Stats(profiler)
+    owners = function_owners()
+    totals: dict[str, float] = {}
+    for (filename, line, function), (_, _, tottime, _, _) in stats.stats.items():
+        label = owners.get((filename, line), f"{Path(filename).name}:{function}")
+        group = next((g for g, keys in GROUPS if any(k in label for k in keys)), "other (NumPy reductions, copies, ...)")
+        totals[group] = totals.get(group, 0.0) + tottime / args.steps
+    print(f"backend {args.backend}, batch {args.batch}: {wall:.3f} s per step (profiled), {args.batch / wall:.1f} images/s")
+    for group, seconds in sorted(totals.items(), key=lambda item: -item[1]):
+        print(f"  {group:<40} {seconds:7.3f} s  {100 * seconds / sum(totals.values()):5.1f} %")
+    print(f"\ntop {args.top} functions by self time per step:")
+    stats.sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,8 @@ import numpy as np
 
 from minimtl.metrics import confusion_matrix
 from minimtl.models import PAPER_ACCURACY, PAPER_FPS, PAPER_PARAMETERS, TASK_CLASS_NAMES, TASK_CLASSES, BKNet
-from minimtl.train import TaskArrays, TrainConfig, predict
+from minimtl.data import MultiTaskDataset
+from minimtl.train import TrainConfig, predict
 
 
 def _pyplot():
@@ -74,8 +75,7 @@ def plot_curves(history: list[dict], path: Path) -> Path:
     return path
 
 
-def plot_errors(test_data: TaskArrays, probabilities: dict[str, np.ndarray], path: Path, per_task: int = 8,
-                mean: float = 0.0, std: float = 1.0) -> Path:
+def plot_errors(test_data: MultiTaskDataset, probabilities: dict[str, np.ndarray], path: Path, per_task: int = 8) -> Path:
     """Figure 7: up to ``per_task`` misclassified test faces per task (one row each), most confident mistakes first."""
     plt = _pyplot()
     tasks = list(probabilities)
@@ -91,7 +91,7 @@ def plot_errors(test_data: TaskArrays, probabilities: dict[str, np.ndarray], pat
             axis.axis("off")
             if column < len(wrong):
                 i = wrong[column]
-                axis.imshow(test_data.images[i, 0] * std + mean, cmap="gray")
+                axis.imshow(test_data.images[i], cmap="gray", vmin=0, vmax=255)
                 axis.set_title(f"true: {names[test_data.labels[task][i]]}\npred: {names[predicted[i]]}", fontsize=7)
         axes[row, 0].text(-0.15, 0.5, task, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right")
     figure.suptitle("Misclassified test faces: smile, gender, age (cf. the paper's Figure 7)")
@@ -138,15 +138,15 @@ def measure_fps(model: BKNet, batch_sizes: Sequence[int] = (1, 128), seconds: fl
     return results
 
 
-def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model: BKNet, test_data: TaskArrays, *,
+def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model: BKNet, test_data: MultiTaskDataset, *,
                  data_description: str, wall_seconds: float | None = None, fps: dict[int, float] | None = None,
-                 image_mean: float = 0.0, image_std: float = 1.0, notes: Sequence[str] = ()) -> Path:
+                 notes: Sequence[str] = ()) -> Path:
     """Write metrics, Figures 6 and 7, confusion matrices and ``report.md`` into ``run_dir``; return the report's path."""
     run_dir = Path(run_dir)
     write_metrics(history, run_dir)
     plot_curves(history, run_dir / "figure6_curves.png")
     probabilities = predict(model, test_data.images)
-    plot_errors(test_data, probabilities, run_dir / "figure7_errors.png", mean=image_mean, std=image_std)
+    plot_errors(test_data, probabilities, run_dir / "figure7_errors.png")
     final = history[-1]["test"]
     for task in model.tasks:
         present = test_data.masks[task] == 1

@@ -9,8 +9,9 @@ stopped — to the same result as an uninterrupted run, because every epoch's
 shuffling, augmentation and dropout masks are drawn from generators seeded by
 ``(seed, epoch)`` alone.
 
-Data come in as ``TaskArrays``: images ``(N, 1, 48, 48)`` float32, and per
-task ``labels (N,)`` int64 (−1 where absent) and ``masks (N,)`` float32 (β).
+Data come in as ``minimtl.data.MultiTaskDataset``: 48×48 uint8 faces with,
+per task, ``labels (N,)`` (−1 where absent) and ``masks (N,)`` (β of Eq. 1),
+read in batches by ``minimtl.data.DataLoader``.
 """
 from __future__ import annotations
 
@@ -20,56 +21,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from minimtl import serialization
 from minimtl.autograd import Tensor, no_grad
+from minimtl.data import Augment, DataLoader, MultiTaskDataset, normalize
 from minimtl.losses import masked_cross_entropy, total_loss
 from minimtl.metrics import accuracy
 from minimtl.models import BKNet
 from minimtl.optim import SGD, ExponentialDecay
-
-
-@dataclass
-class TaskArrays:
-    """A multi-task set in memory: ``images (N, 1, 48, 48)`` float32, ``labels[task] (N,)`` int64, ``masks[task] (N,)`` float32."""
-
-    images: np.ndarray
-    labels: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray]
-
-    def __post_init__(self) -> None:
-        n = len(self.images)
-        for task in self.labels:
-            if self.labels[task].shape != (n,) or self.masks[task].shape != (n,):
-                raise ValueError(f"task {task!r}: labels {self.labels[task].shape} and masks {self.masks[task].shape} "
-                                 f"must both be ({n},)")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, index: np.ndarray) -> "TaskArrays":
-        return TaskArrays(self.images[index], {t: v[index] for t, v in self.labels.items()},
-                          {t: v[index] for t, v in self.masks.items()})
-
-
-Batch = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]
-
-
-def shuffled_batches(data: TaskArrays, batch_size: int, generator: np.random.Generator,
-                     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> Iterator[Batch]:
-    """Yield ``(images, labels, masks)`` batches of ``data`` in a random order (the last may be smaller)."""
-    order = generator.permutation(len(data))
-    for start in range(0, len(order), batch_size):
-        index = np.sort(order[start:start + batch_size])
-        if len(index) < 2:
-            continue  # batch-norm needs two samples
-        images = data.images[index]
-        if augment is not None:
-            images = augment(images, generator)
-        yield images, {t: v[index] for t, v in data.labels.items()}, {t: v[index] for t, v in data.masks.items()}
 
 
 @dataclass
@@ -92,6 +54,8 @@ class TrainConfig:
     init: str = "paper"
     batch_norm_scale: bool = False
     normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
+    augment: bool = True  # random crop, flip and rotation (Section 3.1), training only
+    balance: bool = False  # equal share of every member data set in each batch (repeats the small smile set)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,12 +90,24 @@ def build_optimizer(model: BKNet, config: TrainConfig) -> SGD:
     return SGD(model.parameters(), lr=schedule, momentum=config.momentum, nesterov=config.nesterov)
 
 
+Batch = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+def train_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int) -> DataLoader:
+    """The training batches of one epoch: order and augmentation drawn from (seed, epoch) alone."""
+    augment = Augment(seed=epoch_generator(config.seed, epoch, 2)) if config.augment else None
+    return DataLoader(data, config.batch_size, shuffle=True, augment=augment, balance_datasets=config.balance,
+                      seed=[config.seed, epoch, 0])
+
+
 def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) -> dict[str, tuple[float, float, int]]:
     """One SGD step on ``batch``; returns ``{task: (loss, accuracy, samples)}`` for the tasks present.
 
     Raises ``NonFiniteLoss`` naming the step and task if a loss is NaN or infinite (before updating anything).
     """
     images, labels, masks = batch
+    if len(images) < 2:
+        return {}  # batch-norm needs two samples; a last batch of one is skipped
     optimizer.zero_grad()
     outputs = model(Tensor(images))
     losses, stats = {}, {}
@@ -152,7 +128,10 @@ def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) 
 
 
 def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Class probabilities per task for ``images (N, 1, 48, 48)``: ``{task: (N, classes)}``, in evaluation mode."""
+    """Class probabilities per task: ``{task: (N, classes)}``, in evaluation mode.
+
+    ``images``: ``(N, 48, 48)`` uint8 faces (scaled here as in training) or ``(N, 1, 48, 48)`` float32 already scaled.
+    """
     from minimtl.functional import softmax
 
     was_training = model.training
@@ -160,14 +139,16 @@ def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str
     chunks: dict[str, list[np.ndarray]] = {task: [] for task in model.tasks}
     with no_grad():
         for start in range(0, len(images), batch_size):
-            out = model(Tensor(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32)))
+            chunk = images[start:start + batch_size]
+            chunk = normalize(chunk) if chunk.dtype == np.uint8 else np.ascontiguousarray(chunk, dtype=np.float32)
+            out = model(Tensor(chunk))
             for task in model.tasks:
                 chunks[task].append(softmax(out[task], axis=1).data)
     model.train(was_training)
     return {task: np.concatenate(parts) if parts else np.zeros((0,)) for task, parts in chunks.items()}
 
 
-def evaluate(model: BKNet, data: TaskArrays, config: TrainConfig) -> dict[str, dict[str, float]]:
+def evaluate(model: BKNet, data: MultiTaskDataset) -> dict[str, dict[str, float]]:
     """Per task: mean cross-entropy and Eq. (3) accuracy over the samples of ``data`` that carry the task."""
     probabilities = predict(model, data.images)
     results = {}
@@ -217,8 +198,7 @@ def load_model(path: str | Path) -> tuple[BKNet, TrainConfig]:
     return model.eval(), config
 
 
-def fit(config: TrainConfig, train_data: TaskArrays, test_data: TaskArrays, run_dir: Path, *,
-        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskDataset, run_dir: Path, *,
         resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
         on_epoch_end: Callable[[BKNet, int], None] | None = None) -> tuple[BKNet, list[dict]]:
     """Train ``config`` on ``train_data``, evaluating on ``test_data`` after every epoch.
@@ -255,9 +235,8 @@ def fit(config: TrainConfig, train_data: TaskArrays, test_data: TaskArrays, run_
         model.reseed_dropout([config.seed, epoch, 1])
         started = time.perf_counter()
         sums: dict[str, list[float]] = {task: [0.0, 0.0, 0] for task in model.tasks}
-        batches = shuffled_batches(train_data, config.batch_size, epoch_generator(config.seed, epoch, 0), augment)
-        total = math.ceil(len(train_data) / config.batch_size)
-        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=True)
+        batches = train_loader(train_data, config, epoch)
+        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=True)
         for batch in bar:
             try:
                 stats = train_step(model, optimizer, batch, config)
@@ -272,7 +251,7 @@ def fit(config: TrainConfig, train_data: TaskArrays, test_data: TaskArrays, run_
         bar.close()
         train_seconds = time.perf_counter() - started
         record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
-                  "steps": optimizer.step_count, "train": {}, "test": evaluate(model, test_data, config)}
+                  "steps": optimizer.step_count, "train": {}, "test": evaluate(model, test_data)}
         for task, (loss_sum, acc_sum, count) in sums.items():
             if count:
                 record["train"][task] = {"loss": loss_sum / count, "accuracy": acc_sum / count, "samples": int(count)}

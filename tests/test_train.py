@@ -4,26 +4,18 @@ import json
 import numpy as np
 import pytest
 
+from minimtl.data import MultiTaskDataset, SyntheticFaces, normalize
 from minimtl.models import BKNet
-from minimtl.train import (NonFiniteLoss, TaskArrays, TrainConfig, build_model, build_optimizer, evaluate, fit,
-                           load_model, train_step)
+from minimtl.train import (NonFiniteLoss, TrainConfig, build_model, build_optimizer, evaluate, fit, load_model,
+                           train_loader, train_step)
 
 pytestmark = pytest.mark.train
 
 
 def tiny_multitask_set(count, seed):
-    """Random faces-sized images; smile labels on the first half, gender/age on the second (as two datasets merged)."""
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((count, 1, 48, 48)).astype(np.float32)
-    half = count // 2
-    labels = {"smile": np.where(np.arange(count) < half, rng.integers(0, 2, count), -1),
-              "gender": np.where(np.arange(count) >= half, rng.integers(0, 2, count), -1),
-              "age": np.where(np.arange(count) >= half, rng.integers(0, 6, count), -1)}
-    # make the labels learnable: brighten the image by its class
-    for task, values in labels.items():
-        images[values >= 0] += 0.3 * values[values >= 0].reshape(-1, 1, 1, 1)
-    masks = {task: (values >= 0).astype(np.float32) for task, values in labels.items()}
-    return TaskArrays(images, labels, masks)
+    """Drawn faces as two merged sources, like the paper's: smile labels on one half, gender and age on the other."""
+    return MultiTaskDataset([SyntheticFaces(count // 2, seed, tasks=("smile",)),
+                             SyntheticFaces(count - count // 2, seed + 100, tasks=("gender", "age"))])
 
 
 def small_config(**changes):
@@ -37,7 +29,7 @@ def test_one_training_step_on_a_tiny_batch_reduces_the_loss():
     model = build_model(config)
     optimizer = build_optimizer(model, config)
     data = tiny_multitask_set(8, 0)
-    batch = (data.images, data.labels, data.masks)
+    batch = (normalize(data.images), data.labels, data.masks)
     model.reseed_dropout(0)
     first = train_step(model, optimizer, batch, config)
     for _ in range(3):
@@ -58,7 +50,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert [h["test"] for h in history] == [h["test"] for h in resumed_history]
     reloaded, reloaded_config = load_model(tmp_path / "straight" / "model.npz")
     assert reloaded_config == config and not reloaded.training
-    assert evaluate(reloaded, test, config) == history[-1]["test"]
+    assert evaluate(reloaded, test) == history[-1]["test"]
+
+
+def test_each_epoch_draws_its_own_reproducible_order_and_augmentation():
+    data = tiny_multitask_set(20, 0)
+    config = small_config()
+    first, again, other = (next(iter(train_loader(data, config, epoch))) for epoch in (0, 0, 1))
+    np.testing.assert_array_equal(first.images, again.images)
+    assert not np.array_equal(first.images, other.images)
 
 
 def test_resume_refuses_a_different_configuration(tmp_path):

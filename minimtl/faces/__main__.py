@@ -21,21 +21,9 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_crop(args: argparse.Namespace) -> dict:
-    from minimtl.faces.crop import crop_images, summarize
+    from minimtl.faces.crop import crop_images, summarize, write_atomically
 
     options = {"detector": args.detector, "choose": args.choose, "align": args.align, "margin": args.margin,
                "size": args.size}
@@ -77,7 +65,7 @@ def run_crop(args: argparse.Namespace) -> dict:
                         crops=np.stack([r.crop for r in faces]) if faces else np.zeros((0, args.size, args.size), np.uint8),
                         boxes=np.array([r.box for r in faces], dtype=np.float32).reshape(-1, 4),
                         scores=np.array([r.score for r in faces], dtype=np.float32))
-    _write_atomically(args.destination / "crops.npz", buffer.getvalue())
+    write_atomically(args.destination / "crops.npz", buffer.getvalue())
     if args.png:
         import cv2
 
@@ -85,10 +73,10 @@ def run_crop(args: argparse.Namespace) -> dict:
             target = args.destination / "crops" / (result.source + ".png")
             target.parent.mkdir(parents=True, exist_ok=True)
             ok, encoded = cv2.imencode(".png", result.crop)
-            _write_atomically(target, encoded.tobytes())
+            write_atomically(target, encoded.tobytes())
     report = summarize(results, ignored)
     report["settings"] = options
-    _write_atomically(args.destination / "report.json", json.dumps(report, indent=2).encode())
+    write_atomically(args.destination / "report.json", json.dumps(report, indent=2).encode())
     return report
 
 

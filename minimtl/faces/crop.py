@@ -41,7 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from minimtl.faces.boxes import Detections
-from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to
+from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to, user_cache_dir
 
 CACHE_FORMAT = 1  # bump when the cropping code changes its output, so old cache entries are not reused
 MIN_SIDE = 12  # below this no detector can find a face (MTCNN's smallest window)
@@ -272,6 +272,11 @@ class FaceCropper:
         """A short, file-name-safe cache key: detector name plus a hash of ``settings``."""
         return f"{self.detector.name}-{hashlib.sha256(self.settings.encode()).hexdigest()[:12]}"
 
+    @property
+    def cache_key(self) -> str:
+        """``name``, under the attribute ``minimtl.data`` looks for (its caches keep only a short prefix)."""
+        return self.name
+
     def choose_face(self, detections: Detections) -> int | None:
         """Index of the face to crop, or None when there is none."""
         if len(detections) == 0:
@@ -338,8 +343,7 @@ class FaceCropper:
 # ------------------------------------------------------------------------- cache
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/minimtl/faces``, or ``~/.cache/minimtl/faces``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "minimtl" / "faces"
+    return user_cache_dir("faces")
 
 
 class CropCache:
@@ -383,7 +387,7 @@ class CropCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         settings_file = path.parent.parent / "SETTINGS.txt"
         if not settings_file.exists():
-            _write_atomically(settings_file, (cropper.settings + "\n").encode())
+            write_atomically(settings_file, (cropper.settings + "\n").encode())
         buffer = io.BytesIO()
         np.savez(buffer, status=np.array(result.status),
                  crop=result.crop if result.crop is not None else np.zeros((0, 0), np.uint8),
@@ -391,10 +395,11 @@ class CropCache:
                  box=result.box if result.box is not None else np.zeros(0, np.float32),
                  score=np.array(result.score if result.score is not None else np.nan),
                  notes=np.array(result.notes, dtype=str))
-        _write_atomically(path, buffer.getvalue())
+        write_atomically(path, buffer.getvalue())
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it: readers never see half a file."""
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:

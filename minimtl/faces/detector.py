@@ -8,12 +8,21 @@ no more than a 1600 × 1600 one.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from minimtl.faces.boxes import Detections
 
 DEFAULT_MAX_SIDE = 1600
+
+
+def user_cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/minimtl/<kind>``, or ``~/.cache/minimtl/<kind>`` (``kind``: ``weights``, ``faces``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minimtl" / kind
 
 
 def check_bgr_image(image: np.ndarray, name: str = "image") -> None:

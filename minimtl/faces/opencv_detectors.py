@@ -24,7 +24,7 @@ import numpy as np
 
 from minimtl.download import download, sha1_of, sha256_of
 from minimtl.faces.boxes import Detections, clip_boxes
-from minimtl.faces.detector import DEFAULT_MAX_SIDE, FaceDetector
+from minimtl.faces.detector import DEFAULT_MAX_SIDE, FaceDetector, user_cache_dir
 
 WEIGHTS_ENVIRONMENT_VARIABLE = "MINIMTL_WEIGHTS"
 
@@ -65,12 +65,6 @@ RES10_PROTOTXT = ModelFile(
 )
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/minimtl/weights``, or ``~/.cache/minimtl/weights``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "minimtl" / "weights"
-
-
 _verified: set[tuple[str, int, float]] = set()  # (path, size, mtime) of cached files already checked
 
 
@@ -81,7 +75,7 @@ def model_path(model: ModelFile, path: str | os.PathLike | None = None, *, cache
     Args:
         model: which file.
         path: an explicit file path; used as given, without a checksum (it may be a newer release).
-        cache_dir: the per-user cache; default ``default_cache_dir()``.
+        cache_dir: the per-user cache; default ``user_cache_dir("weights")``.
         allow_download: fetch from ``model.url`` when the file is nowhere local.
         progress: progress bar while downloading.
 
@@ -99,7 +93,7 @@ def model_path(model: ModelFile, path: str | os.PathLike | None = None, *, cache
         candidate = Path(folder) / model.filename
         if candidate.is_file():
             return candidate
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else user_cache_dir("weights")
     cached = cache / model.filename
     if cached.is_file():
         stat = cached.stat()

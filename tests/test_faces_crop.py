@@ -284,3 +284,16 @@ def test_cli_says_what_is_wrong_with_the_source(tmp_path, capsys):
     assert "no folder or archive" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
     assert cli_main(["crop", str(tmp_path / "notes.txt"), str(tmp_path / "out"), "--quiet"]) == 2
+
+
+def test_one_worker_runs_in_this_process(mixed_folder, monkeypatch):
+    import minimtl.faces.crop as crop_module
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("workers=1 must not start processes")
+
+    monkeypatch.setattr(crop_module.multiprocessing, "get_context", no_pool)
+    results, _ = crop_images(mixed_folder, workers=1, use_cache=False, progress=False)
+    assert [r.status for r in results] == ["empty_file", "truncated", "face", "face", "not_an_image"]
+    with pytest.raises(ValueError, match="workers"):
+        crop_images(mixed_folder, workers=0, use_cache=False, progress=False)

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     crop.add_argument("--margin", type=float, default=0.1, help="fraction of the box side added on each side")
     crop.add_argument("--size", type=int, default=48, help="side of the crops in pixels")
     crop.add_argument("--weights", type=Path, default=None,
-                      help="model file for yunet/res10 (default: $MINIMTL_WEIGHTS, the user cache, or a download)")
+                      help="model file: mtcnn.npz, YuNet's .onnx or res10's .caffemodel (default: the packaged "
+                           "MTCNN weights; for yunet/res10 $MINIMTL_WEIGHTS, the user cache, or a download)")
     crop.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     crop.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default ~/.cache/minimtl/faces)")
     crop.add_argument("--no-cache", dest="use_cache", action="store_false")
@@ -55,7 +56,7 @@ def run_crop(args: argparse.Namespace) -> dict:
     options = {"detector": args.detector, "choose": args.choose, "align": args.align, "margin": args.margin,
                "size": args.size}
     if args.weights is not None:
-        options["model"] = str(args.weights)
+        options["weights" if args.detector == "mtcnn" else "model"] = str(args.weights)
     results, ignored = crop_images(args.source, options, workers=args.workers, cache_folder=args.cache_dir,
                                    use_cache=args.use_cache, progress=not args.quiet)
     args.destination.mkdir(parents=True, exist_ok=True)

@@ -168,8 +168,8 @@ def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model:
         if task in final:
             ours = 100 * final[task]["accuracy"]
             lines.append(f"| {task} | {final[task]['samples']} | {ours:.2f}% | {paper_row[task]:.2f}% | {ours - paper_row[task]:+.2f} |")
-    lines += ["", "The paper's smile accuracy is on GENKI-4K (as here); its gender and age accuracies are on IMDB-WIKI, "
-              "where this run may use UTKFace instead (see Data above).", "",
+    lines += ["", "The paper measures smile on GENKI-4K and gender and age on IMDB-WIKI; the data of this run are "
+              "named above (UTKFace stands in for IMDB-WIKI where that is not available).", "",
               "## Parameters and speed beside the paper's Table 3", "",
               "| | minimtl | paper |", "|---|---:|---:|"]
     paper_tasks = ["smile"] if config.config == "A" else list(TASK_CLASSES)

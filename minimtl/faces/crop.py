@@ -299,6 +299,15 @@ class FaceCropper:
         index = self.choose_face(detections)
         if index is None:
             return FaceCrop(detections.scaled(factor), None, 0.0, None, None)
+        crop, angle, to_crop = self.crop_face(image, detections, index)
+        to_crop = to_crop @ np.diag([1 / factor, 1 / factor, 1.0])  # from the unshrunk image's pixels
+        return FaceCrop(detections.scaled(factor), index, angle, crop, to_crop[:2])
+
+    def crop_face(self, image_bgr: np.ndarray, detections: Detections, index: int) -> tuple[np.ndarray, float, np.ndarray]:
+        """Crop face ``index`` of ``detections`` (found in this ``image_bgr``): align, add the margin, gray, resize.
+
+        Returns ``(crop (size, size) uint8, angle in degrees, (3, 3) affine map from image to crop pixels)``.
+        """
         angle = self.eye_angle(detections, index)
         x1, y1, x2, y2 = detections.boxes[index].astype(np.float64)
         centre = ((x1 + x2) / 2, (y1 + y2) / 2)
@@ -306,14 +315,13 @@ class FaceCropper:
         pixels = max(int(round(side)), 1)
         transform = cv2.getRotationMatrix2D(centre, angle, 1.0)
         transform[:, 2] += (pixels / 2 - centre[0], pixels / 2 - centre[1])
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
         square = cv2.warpAffine(gray, transform, (pixels, pixels), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         interpolation = cv2.INTER_AREA if pixels > self.size else cv2.INTER_LINEAR
         crop = cv2.resize(square, (self.size, self.size), interpolation=interpolation)
-        # image pixels → crop pixels: undo the shrink, the square transform, then the resize
-        to_crop = np.diag([self.size / pixels, self.size / pixels, 1.0]) @ np.vstack([transform, [0, 0, 1]]) \
-            @ np.diag([1 / factor, 1 / factor, 1.0])
-        return FaceCrop(detections.scaled(factor), index, angle, crop, to_crop[:2])
+        # image pixels → crop pixels: the square transform, then the resize
+        to_crop = np.diag([self.size / pixels, self.size / pixels, 1.0]) @ np.vstack([transform, [0, 0, 1]])
+        return crop, angle, to_crop
 
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray | None:
         """``(H, W, 3)`` uint8 BGR → ``(size, size)`` uint8 grayscale face, or None without a face."""

@@ -85,8 +85,8 @@ def im2col_diagram(column: int = 1) -> None:
         i, j = divmod(rest, 3)
         axis.text(x0 - 0.1, y0 - (r + 0.5) * cell_cols, f"c={c} i={i} j={j}", ha="right", va="center", fontsize=7.5)
 
-    axis.add_patch(FancyArrowPatch((3.3, -3.0), (6.8, -3.0), arrowstyle="-|>", mutation_scale=18, color="#333333"))
-    axis.text(5.05, -2.8, "im2col", ha="center", va="bottom", fontsize=11)
+    axis.add_patch(FancyArrowPatch((3.3, -1.5), (6.8, -1.5), arrowstyle="-|>", mutation_scale=18, color="#333333"))
+    axis.text(5.05, -1.3, "im2col", ha="center", va="bottom", fontsize=11)
 
     # the matrix product
     x1 = 14.3

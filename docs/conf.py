@@ -32,6 +32,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",  # the source's docstrings use Google ("Args:") and NumPy ("Parameters") sections
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # serves MathJax from the build itself, so equations render without a network
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",  # a [source] link beside every documented function: from an equation to its code in one click
     "myst_parser",  # performance.md and results.md

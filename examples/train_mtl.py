@@ -63,7 +63,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     training.add_argument("--normalize", choices=["present", "all"], default=defaults.normalize,
                           help="Eq. (1) denominator: samples carrying the task, or the whole batch M")
     training.add_argument("--no-augment", action="store_true", help="no random crop, flip or rotation")
-    training.add_argument("--balance", action="store_true", help="equal share of each data set per batch")
+    training.add_argument("--no-balance", action="store_true",
+                          help="draw batches from the merged set as it is, instead of an equal share of each data set")
     training.add_argument("--seed", type=int, default=defaults.seed)
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, default=None, help="default $MINIMTL_DATA or ~/.cache/minimtl/data")
@@ -95,7 +96,7 @@ def train_config(arguments: argparse.Namespace, **overrides) -> TrainConfig:
                   momentum=arguments.momentum, nesterov=arguments.nesterov, weight_decay=arguments.weight_decay,
                   task_weights=task_weights, dropout=arguments.dropout, init=arguments.init,
                   batch_norm_scale=arguments.batch_norm_scale, normalize=arguments.normalize,
-                  augment=not arguments.no_augment, balance=arguments.balance, seed=arguments.seed)
+                  augment=not arguments.no_augment, balance=not arguments.no_balance, seed=arguments.seed)
     values.update(overrides)
     return TrainConfig(**values)
 

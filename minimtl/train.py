@@ -55,7 +55,10 @@ class TrainConfig:
     batch_norm_scale: bool = False
     normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
     augment: bool = True  # random crop, flip and rotation (Section 3.1), training only
-    balance: bool = False  # equal share of every member data set in each batch (repeats the small smile set)
+    # Equal share of every member data set in each batch, repeating the small one within an epoch, as the BKNet
+    # reference repeats GENKI-4K: without it smile (3,000 faces against ~19,000) is 14% of each batch and is seen
+    # only once per epoch; with it, 64 of 128 and about six times per epoch.
+    balance: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -159,3 +159,29 @@ def test_linear_rejects_wrong_features_and_integers():
         layer(mt.Tensor(np.ones((3, 5), np.float32)))
     with pytest.raises(TypeError, match="floating point"):
         layer(mt.Tensor(np.ones((3, 4), np.int64)))
+
+
+@pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "batch_norm", "dropout", "prelu", "softmax", "log_softmax",
+                                  "linear", "concat"])
+def test_layers_never_mutate_their_inputs(name):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 5))
+    arrays = {"x": x, "w": rng.standard_normal((4, 3, 3, 3)), "b": rng.standard_normal(4), "alpha": rng.standard_normal(3),
+              "fc": rng.standard_normal((4, 75)), "mean": np.zeros(3), "var": np.ones(3)}
+    before = {k: v.copy() for k, v in arrays.items()}
+    t = {k: mt.Tensor(v, requires_grad=k not in ("mean", "var")) for k, v in arrays.items()}
+    calls = {
+        "conv2d": lambda: F.conv2d(t["x"], t["w"], t["b"], 2, 1),
+        "max_pool2d": lambda: F.max_pool2d(t["x"], 2, ceil_mode=True),
+        "batch_norm": lambda: F.batch_norm(t["x"], None, None, t["alpha"], t["alpha"]),
+        "dropout": lambda: F.dropout(t["x"], 0.5, True, np.random.default_rng(1)),
+        "prelu": lambda: F.prelu(t["x"], t["alpha"]),
+        "softmax": lambda: F.softmax(t["x"], 1),
+        "log_softmax": lambda: F.log_softmax(t["x"], 1),
+        "linear": lambda: F.linear(ops.reshape(t["x"], (2, 75)), t["fc"], t["b"]),
+        "concat": lambda: F.concat([t["x"], t["x"]], 1),
+    }
+    out = calls[name]()
+    out.backward(rng.standard_normal(out.shape))
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(value, before[key], err_msg=f"{name} changed its input {key}")

@@ -20,11 +20,15 @@ field is one contiguous row (``cols_t.T`` is the contract's
 ``c`` at kernel offset ``(i, j)``.
 
 The outer loop runs over the batch with OpenMP (``prange``): images never
-share output memory, so the threads need no locks.  Loops are written in
+share output memory, so the threads need no locks.  Every loop takes
+``threads``, the number of OpenMP threads to use (``0``: OpenMP's default);
+``minimtl/kernels/compiled.py`` passes ``1`` for small work, where waking a
+second thread costs more than the loop.  Loops are written in
 nogil Cython so each line reads like the NumPy reference.
 """
 from cython.parallel import prange
 from libc.math cimport INFINITY
+cimport openmp
 
 ctypedef fused floating:
     float
@@ -33,13 +37,18 @@ ctypedef fused floating:
 ctypedef long long index_t  # int64, the dtype of pooling indices
 
 
+cdef inline int team_size(int threads) noexcept nogil:
+    """``threads`` if at least 1, else OpenMP's default team size."""
+    return threads if threads >= 1 else openmp.omp_get_max_threads()
+
+
 # ----------------------------------------------------------------- im2col
 def im2col_planar(const floating[:, :, :, ::1] x, floating[:, ::1] cols_t,
-                  int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow):
+                  int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow, int threads=0):
     """Fill ``cols_t (N·OH·OW, C·KH·KW)`` from ``x (N, C, H, W)``; padding reads as zero."""
     cdef Py_ssize_t n_images = x.shape[0], channels = x.shape[1], height = x.shape[2], width = x.shape[3]
     cdef Py_ssize_t n, row, col, c, i, j, h, w, r, q
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for r in range(oh):
             for q in range(ow):
                 row = (n * oh + r) * ow + q
@@ -57,12 +66,12 @@ def im2col_planar(const floating[:, :, :, ::1] x, floating[:, ::1] cols_t,
 
 
 def im2col_channels_last(const floating[:, :, :, ::1] x, floating[:, ::1] cols_t,
-                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow):
+                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow, int threads=0):
     """Fill ``cols_t (N·OH·OW, C·KH·KW)`` from ``x (N, H, W, C)``; padding reads as zero."""
     cdef Py_ssize_t n_images = x.shape[0], height = x.shape[1], width = x.shape[2], channels = x.shape[3]
     cdef Py_ssize_t kernel_area = kh * kw
     cdef Py_ssize_t n, row, c, i, j, h, w, r, q, offset
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for r in range(oh):
             for q in range(ow):
                 row = (n * oh + r) * ow + q
@@ -81,12 +90,12 @@ def im2col_channels_last(const floating[:, :, :, ::1] x, floating[:, ::1] cols_t
 
 # ----------------------------------------------------------------- col2im
 def col2im_channels_last(const floating[:, ::1] cols_t, floating[:, :, :, ::1] out,
-                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow):
+                         int kh, int kw, int sh, int sw, int pad_top, int pad_left, int oh, int ow, int threads=0):
     """Add every row of ``cols_t (N·OH·OW, C·KH·KW)`` onto zeroed ``out (N, H, W, C)``; padding is dropped."""
     cdef Py_ssize_t n_images = out.shape[0], height = out.shape[1], width = out.shape[2], channels = out.shape[3]
     cdef Py_ssize_t kernel_area = kh * kw
     cdef Py_ssize_t n, row, c, i, j, h, w, r, q, offset
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for r in range(oh):
             for q in range(ow):
                 row = (n * oh + r) * ow + q
@@ -105,7 +114,7 @@ def col2im_channels_last(const floating[:, ::1] cols_t, floating[:, :, :, ::1] o
 
 # ------------------------------------------------------------- max-pooling
 def max_pool_forward_planar(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, index_t[:, :, :, ::1] indices,
-                            int kh, int kw, int sh, int sw, int pad_top, int pad_left):
+                            int kh, int kw, int sh, int sw, int pad_top, int pad_left, int threads=0):
     """Window maxima of ``x (N, C, H, W)`` into ``out``/``indices (N, C, OH, OW)``; the first maximum wins ties.
 
     ``indices`` holds ``h·W + w`` in the input plane.  A window that sees only
@@ -116,7 +125,7 @@ def max_pool_forward_planar(const floating[:, :, :, ::1] x, floating[:, :, :, ::
     cdef Py_ssize_t oh = out.shape[2], ow = out.shape[3]
     cdef Py_ssize_t n, c, r, q, i, j, h, w, best_index
     cdef floating best, value
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for c in range(channels):
             for r in range(oh):
                 for q in range(ow):
@@ -139,13 +148,13 @@ def max_pool_forward_planar(const floating[:, :, :, ::1] x, floating[:, :, :, ::
 
 
 def max_pool_forward_channels_last(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, index_t[:, :, :, ::1] indices,
-                                   int kh, int kw, int sh, int sw, int pad_top, int pad_left):
+                                   int kh, int kw, int sh, int sw, int pad_top, int pad_left, int threads=0):
     """Window maxima of ``x (N, H, W, C)`` into ``out``/``indices (N, OH, OW, C)``; same rules as the planar one."""
     cdef Py_ssize_t n_images = x.shape[0], height = x.shape[1], width = x.shape[2], channels = x.shape[3]
     cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
     cdef Py_ssize_t n, c, r, q, i, j, h, w
     cdef floating value
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for r in range(oh):
             for q in range(ow):
                 for c in range(channels):
@@ -167,13 +176,13 @@ def max_pool_forward_channels_last(const floating[:, :, :, ::1] x, floating[:, :
 
 
 def max_pool_backward_planar(const floating[:, :, :, ::1] grad_out, const index_t[:, :, :, ::1] indices,
-                             floating[:, :, :, ::1] grad_x):
+                             floating[:, :, :, ::1] grad_x, int threads=0):
     """Add ``grad_out (N, C, OH, OW)`` onto zeroed ``grad_x (N, C, H, W)`` at the winners ``indices``."""
     cdef Py_ssize_t n_images = grad_out.shape[0], channels = grad_out.shape[1], oh = grad_out.shape[2], ow = grad_out.shape[3]
     cdef Py_ssize_t width = grad_x.shape[3]
     cdef Py_ssize_t n, c, r, q
     cdef index_t k
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for c in range(channels):
             for r in range(oh):
                 for q in range(ow):
@@ -182,13 +191,13 @@ def max_pool_backward_planar(const floating[:, :, :, ::1] grad_out, const index_
 
 
 def max_pool_backward_channels_last(const floating[:, :, :, ::1] grad_out, const index_t[:, :, :, ::1] indices,
-                                    floating[:, :, :, ::1] grad_x):
+                                    floating[:, :, :, ::1] grad_x, int threads=0):
     """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``."""
     cdef Py_ssize_t n_images = grad_out.shape[0], oh = grad_out.shape[1], ow = grad_out.shape[2], channels = grad_out.shape[3]
     cdef Py_ssize_t width = grad_x.shape[2]
     cdef Py_ssize_t n, c, r, q
     cdef index_t k
-    for n in prange(n_images, nogil=True, schedule="static"):
+    for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for r in range(oh):
             for q in range(ow):
                 for c in range(channels):

@@ -134,7 +134,9 @@ class Conv2dFunction(Function):
         oh = kernels.numpy_backend.output_size(h, kh, stride[0], *padding[0])
         ow = kernels.numpy_backend.output_size(w, kw, stride[1], *padding[1])
         dtype = np.result_type(x.dtype, weight.dtype)
-        weight_t = weight.reshape(f, -1).T  # W₂ᵀ (C·KH·KW, F)
+        # W₂ᵀ (C·KH·KW, F), copied C-contiguous: with the transposed view OpenBLAS took 6 ms instead of
+        # 0.03 ms for MTCNN R-Net's (81 × 252) @ (252 × 48) (it runs that layout threaded).
+        weight_t = np.ascontiguousarray(weight.reshape(f, -1).T)
         out = np.empty((n * oh * ow, f), dtype=dtype)  # Y, one row per output pixel
         chunk = conv_chunk_size(x.shape, (kh, kw), (oh, ow), dtype.itemsize)
         pixels = oh * ow

@@ -41,9 +41,19 @@ def load_backend(name: str):
                     "build the Cython one with `pip install -e .` or `python setup.py build_ext --inplace`")
 
 
-@pytest.fixture(scope="module", params=FAST_BACKENDS)
+@pytest.fixture(scope="module", params=[(name, threading) for name in FAST_BACKENDS for threading in ("auto", "threaded")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def backend(request):
-    return load_backend(request.param)
+    """A fast backend, with its thread cut-off as shipped ("auto": these small shapes run on one thread) or
+    disabled ("threaded": every loop runs its parallel version), so both compiled paths are compared."""
+    from minimtl.kernels import compiled
+
+    name, threading = request.param
+    module = load_backend(name)
+    previous = compiled.PARALLEL_MIN_VALUES
+    compiled.PARALLEL_MIN_VALUES = 0 if threading == "threaded" else previous
+    yield module
+    compiled.PARALLEL_MIN_VALUES = previous
 
 
 @pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
@@ -212,6 +222,38 @@ def test_fast_kernels_reject_bad_input_clearly(backend):
         backend.max_pool2d_backward(out, indices + 100, x.shape)
     with pytest.raises(TypeError, match="int64"):
         backend.max_pool2d_backward(out, indices.astype(np.int32), x.shape)
+
+
+# ------------------------------------------------------------ threading
+def test_small_work_runs_on_one_thread_and_big_work_on_the_default():
+    from minimtl.kernels.compiled import PARALLEL_MIN_VALUES, thread_count
+
+    assert thread_count(images=1, values=10**9) == 1  # one image: nothing to split
+    assert thread_count(images=64, values=64 * 3 * 24 * 24) == 1  # an MTCNN R-Net batch's first im2col: tiny
+    assert thread_count(images=8, values=PARALLEL_MIN_VALUES) == 0
+    assert thread_count(images=128, values=128 * 2304 * 288) == 0  # a BKNet first-block im2col
+
+
+@pytest.mark.parametrize("name", FAST_BACKENDS)
+def test_the_cut_off_picks_the_serial_or_parallel_loop(name, monkeypatch):
+    """Each compiled loop receives ``threads=1`` below the cut-off and ``threads=0`` above it."""
+    module = load_backend(name)
+    from minimtl.kernels import compiled
+
+    seen = []
+    loops = module._backend.loops
+    original = loops.im2col_channels_last
+
+    def spy(*args, threads):
+        seen.append(threads)
+        return original(*args, threads=threads)
+
+    monkeypatch.setattr(loops, "im2col_channels_last", spy, raising=False)
+    x = np.zeros((4, 2, 6, 6), dtype=np.float32).transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
+    module.im2col(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    monkeypatch.setattr(compiled, "PARALLEL_MIN_VALUES", 0)
+    module.im2col(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    assert seen == [1, 0]
 
 
 # ------------------------------------------------------ through the layers

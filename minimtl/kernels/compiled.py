@@ -36,6 +36,22 @@ from minimtl.kernels.numpy_backend import output_size
 
 FLOAT_TYPES = (np.float32, np.float64)
 
+# Below this many values written, a loop runs on one thread.  Waking a second
+# OpenMP thread costs tens of microseconds on an idle machine, and a whole time
+# slice (milliseconds) when the other core is busy: one MTCNN R-Net call on a
+# 24×24 patch took 0.12 s threaded and 0.5 ms single-threaded.  A single-threaded
+# loop writes about a value per nanosecond, so 2¹⁸ values is well under 1 ms.
+PARALLEL_MIN_VALUES = 1 << 18
+
+
+def thread_count(images: int, values: int) -> int:
+    """Threads for a loop over ``images`` images that writes ``values`` values: 1 if small, else 0 (the default).
+
+    A loop over a single image runs on one thread anyway (the batch is what is
+    split), so it also gets 1, skipping the OpenMP team altogether.
+    """
+    return 1 if images < 2 or values < PARALLEL_MIN_VALUES else 0
+
 
 def is_channels_last(x: np.ndarray) -> bool:
     """Whether ``x (N, C, H, W)`` is a view of C-contiguous ``(N, H, W, C)`` memory (and not also planar)."""
@@ -72,7 +88,8 @@ class CompiledBackend(SimpleNamespace):
     ``col2im_channels_last``, ``max_pool_forward_planar``,
     ``max_pool_forward_channels_last``, ``max_pool_backward_planar`` and
     ``max_pool_backward_channels_last`` with the signatures of
-    ``kernels/cython_kernels.pyx``.
+    ``kernels/cython_kernels.pyx``, each taking a keyword ``threads``
+    (``thread_count(...)``: 1 for small work, 0 for the default).
     """
 
     def __init__(self, loops) -> None:
@@ -84,10 +101,11 @@ class CompiledBackend(SimpleNamespace):
         n, c, h, w = x.shape
         kh, kw, sh, sw, top, left, oh, ow = _geometry((h, w), kernel, stride, padding)
         cols_t = np.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+        threads = thread_count(n, cols_t.size)
         if is_channels_last(x):
-            self.loops.im2col_channels_last(x.transpose(0, 2, 3, 1), cols_t, kh, kw, sh, sw, top, left, oh, ow)
+            self.loops.im2col_channels_last(x.transpose(0, 2, 3, 1), cols_t, kh, kw, sh, sw, top, left, oh, ow, threads=threads)
         else:
-            self.loops.im2col_planar(np.ascontiguousarray(x), cols_t, kh, kw, sh, sw, top, left, oh, ow)
+            self.loops.im2col_planar(np.ascontiguousarray(x), cols_t, kh, kw, sh, sw, top, left, oh, ow, threads=threads)
         return cols_t.T
 
     def col2im(self, cols: np.ndarray, x_shape, kernel, stride, padding) -> np.ndarray:
@@ -100,7 +118,8 @@ class CompiledBackend(SimpleNamespace):
             raise ValueError(f"col2im input has shape {cols.shape}, expected {(c * kh * kw, n * oh * ow)} for x_shape "
                              f"{tuple(x_shape)} and kernel {kernel}")
         out = np.zeros((n, h, w, c), dtype=cols.dtype)
-        self.loops.col2im_channels_last(np.ascontiguousarray(cols.T), out, kh, kw, sh, sw, top, left, oh, ow)
+        self.loops.col2im_channels_last(np.ascontiguousarray(cols.T), out, kh, kw, sh, sw, top, left, oh, ow,
+                                        threads=thread_count(n, cols.size))
         return out.transpose(0, 3, 1, 2)
 
     def max_pool2d_forward(self, x: np.ndarray, kernel, stride, padding) -> tuple[np.ndarray, np.ndarray]:
@@ -111,11 +130,13 @@ class CompiledBackend(SimpleNamespace):
         if is_channels_last(x):
             out = np.empty((n, oh, ow, c), dtype=x.dtype)
             indices = np.empty((n, oh, ow, c), dtype=np.int64)
-            self.loops.max_pool_forward_channels_last(x.transpose(0, 2, 3, 1), out, indices, kh, kw, sh, sw, top, left)
+            self.loops.max_pool_forward_channels_last(x.transpose(0, 2, 3, 1), out, indices, kh, kw, sh, sw, top, left,
+                                                      threads=thread_count(n, x.size))
             return out.transpose(0, 3, 1, 2), indices.transpose(0, 3, 1, 2)
         out = np.empty((n, c, oh, ow), dtype=x.dtype)
         indices = np.empty((n, c, oh, ow), dtype=np.int64)
-        self.loops.max_pool_forward_planar(np.ascontiguousarray(x), out, indices, kh, kw, sh, sw, top, left)
+        self.loops.max_pool_forward_planar(np.ascontiguousarray(x), out, indices, kh, kw, sh, sw, top, left,
+                                           threads=thread_count(n, x.size))
         return out, indices
 
     def max_pool2d_backward(self, grad_out: np.ndarray, indices: np.ndarray, x_shape) -> np.ndarray:
@@ -132,8 +153,10 @@ class CompiledBackend(SimpleNamespace):
         if is_channels_last(indices):
             grad_x = np.zeros((n, h, w, c), dtype=grad_out.dtype)
             self.loops.max_pool_backward_channels_last(
-                np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)), indices.transpose(0, 2, 3, 1), grad_x)
+                np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)), indices.transpose(0, 2, 3, 1), grad_x,
+                threads=thread_count(n, grad_x.size))
             return grad_x.transpose(0, 3, 1, 2)
         grad_x = np.zeros((n, c, h, w), dtype=grad_out.dtype)
-        self.loops.max_pool_backward_planar(np.ascontiguousarray(grad_out), np.ascontiguousarray(indices), grad_x)
+        self.loops.max_pool_backward_planar(np.ascontiguousarray(grad_out), np.ascontiguousarray(indices), grad_x,
+                                            threads=thread_count(n, grad_x.size))
         return grad_x

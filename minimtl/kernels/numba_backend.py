@@ -6,6 +6,10 @@ it runs (slowly) as ordinary Python and a debugger can step through it.
 otherwise.  Compiled code is cached on disk (``cache=True``), so only the
 first run on a machine pays the compilation.
 
+Each loop is compiled twice: with ``parallel=True`` for big work and
+without it for small work (``threads=1`` from ``compiled.py``), where waking
+Numba's OpenMP threads costs more than the loop itself.
+
 Layouts: ``*_planar`` loops take ``x (N, C, H, W)``, ``*_channels_last``
 loops take ``x (N, H, W, C)``, both C-contiguous; the column matrix is
 ``cols_t (N·OH·OW, C·KH·KW)``.  ``minimtl/kernels/compiled.py`` turns them
@@ -20,7 +24,22 @@ from numba import njit, prange
 
 from minimtl.kernels.compiled import CompiledBackend
 
-jit = njit(parallel=True, cache=True, nogil=True)
+parallel_jit = njit(parallel=True, cache=True, nogil=True)
+serial_jit = njit(cache=True, nogil=True)  # prange runs as range
+
+
+def jit(loop):
+    """Compile ``loop`` both ways; ``loop.serial`` is the single-threaded one (both are ``loop`` without JIT)."""
+    parallel = parallel_jit(loop)
+    serial = serial_jit(loop)
+
+    def run(*args, threads: int = 0):
+        """``threads == 1``: the serial compilation; otherwise the parallel one with Numba's thread count."""
+        return (serial if threads == 1 else parallel)(*args)
+
+    run.__name__, run.__doc__, run.__wrapped__ = loop.__name__, loop.__doc__, loop
+    run.parallel, run.serial = parallel, serial
+    return run
 
 
 @jit

@@ -8,7 +8,13 @@ and the peak resident memory of a training step (each engine measured in a
 fresh subprocess, since a process's peak never goes down).
 
     python benchmarks/bench_training_step.py                 # everything
-    python benchmarks/bench_training_step.py --rounds 5 --engines cython torch-channels-last
+    python benchmarks/bench_training_step.py --rounds 5 --engines minimtl-cython torch-channels-last
+    python benchmarks/bench_training_step.py --threads 1     # every engine on one thread
+
+``--threads N`` caps every thread pool in the process (OpenBLAS and OpenMP
+through threadpoolctl, PyTorch through ``torch.set_num_threads``): on a
+shared machine whose other core is busy, a second thread waits a time slice
+at every synchronisation, and one thread can be faster.
 
 The network (``minimtl.models.BKNet("C")``): input 1×48×48; four blocks of
 2, 2, 2, 3 convolutions 3×3 "same" (32, 64, 128, 256 filters), each followed by
@@ -174,7 +180,32 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure_memory(name: str, batch: int) -> dict:
+def cap_threads(threads: int | None):
+    """Cap every thread pool loaded so far (OpenBLAS, OpenMP, Numba, PyTorch) at ``threads``; None leaves them.
+
+    Call it after the engines are made, so their libraries are loaded.  Returns
+    the threadpoolctl limiter, whose caps hold while it is referenced.
+    """
+    if threads is None:
+        return None
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from minimtl import kernels
+
+    for backend in kernels.available_backends():  # loads the Cython extension's OpenMP runtime
+        kernels.set_backend(backend)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    return threadpool_limits(threads)
+
+
+def measure_memory(name: str, batch: int, threads: int | None = None) -> dict:
     """Run in a fresh process: resident memory before a training step and its peak during one.
 
     One step runs first (allocations that stay: momentum buffers, Numba's code).
@@ -183,6 +214,7 @@ def measure_memory(name: str, batch: int) -> dict:
     do: Linux carries the parent's peak into a child across ``exec``.
     """
     engine = make_engine(name, batch)
+    limits = cap_threads(threads)  # noqa: F841
     engine.train_step()
     before = _status_mib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
@@ -220,15 +252,19 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
     parser.add_argument("--engines", nargs="*", help="default: every minimtl backend and both PyTorch layouts")
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory in subprocesses")
+    parser.add_argument("--threads", type=int, help="cap every thread pool (BLAS, OpenMP, PyTorch) at this many threads")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the subprocess that measures memory
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if args.memory_of:
-        print(json.dumps(measure_memory(args.memory_of, args.batch)))
+        print(json.dumps(measure_memory(args.memory_of, args.batch, args.threads)))
         return
 
     names = args.engines or available_engines()
-    print("\n".join(environment_report()))
     engines = [make_engine(name, args.batch) for name in names]
+    limits = cap_threads(args.threads)  # noqa: F841  (the caps hold while it lives)
+    print("\n".join(environment_report()))
     tests = {"train": lambda e: e.train_step(), f"infer{args.batch}": lambda e: e.infer(args.batch),
              "infer1": lambda e: e.infer(1)}
     times = {(e.name, test): [] for e in engines for test in tests}
@@ -270,7 +306,9 @@ def main(argv=None) -> None:
     if not args.skip_memory:
         print(f"\npeak resident memory of a training step at batch {args.batch} (fresh process each)")
         for name in names:
-            result = subprocess.run([sys.executable, __file__, "--memory-of", name, "--batch", str(args.batch)],
+            command = [sys.executable, __file__, "--memory-of", name, "--batch", str(args.batch)]
+            command += ["--threads", str(args.threads)] if args.threads is not None else []
+            result = subprocess.run(command,
                                     capture_output=True, text=True, check=True)
             report = json.loads(result.stdout.strip().splitlines()[-1])
             print(f"  {name:<22} peak {report['peak_MiB']:>6} MiB (resident before the step: {report['before_MiB']} MiB)")

@@ -102,8 +102,8 @@ def _as_array(data: Any, dtype: Any) -> np.ndarray:
     if isinstance(data, Tensor):
         data = data.data
     array = np.asarray(data, dtype=dtype)
-    if dtype is None and array.dtype == np.float64 and not isinstance(data, np.ndarray):
-        # Python floats and lists become float32, the framework's default.
+    if dtype is None and array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+        # Python floats and lists become float32, the framework's default; NumPy arrays and scalars keep theirs.
         array = array.astype(DEFAULT_DTYPE)
     return array
 

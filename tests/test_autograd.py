@@ -12,6 +12,7 @@ def test_python_numbers_default_to_float32_and_arrays_keep_their_dtype():
     assert mt.tensor([1.0, 2.0]).dtype == np.float32
     assert mt.Tensor(np.zeros(3)).dtype == np.float64
     assert (mt.tensor([1.0]) * 2.5).dtype == np.float32
+    assert mt.Tensor(np.float64(1.5)).dtype == np.float64  # a NumPy scalar keeps its dtype, like an array
 
 
 def test_integer_tensor_cannot_require_grad():

@@ -281,13 +281,13 @@ class BatchNormFunction(Function):
     """
 
     @staticmethod
-    def forward(ctx: Context, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> np.ndarray:
+    def forward(ctx: Context, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
+                mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """``mean``, ``var`` ``(C,)``: the batch statistics, computed once by ``batch_norm`` for this and the running averages."""
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        mean = x.mean(axis=axes, keepdims=True)
-        var = x.var(axis=axes, keepdims=True)
-        inv_std = 1.0 / np.sqrt(var + eps)
-        x_hat = (x - mean) * inv_std
+        inv_std = 1.0 / np.sqrt(var.reshape(shape) + eps)
+        x_hat = (x - mean.reshape(shape)) * inv_std
         ctx.save_for_backward(x_hat, inv_std, weight)
         ctx.axes, ctx.shape = axes, shape
         out = x_hat * weight.reshape(shape) if weight is not None else x_hat.copy(order="K")  # "K": channels-last stays so
@@ -342,10 +342,10 @@ def batch_norm(
         count = x.size // channels
         if count < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {tuple(x.shape)}")
-        out = BatchNormFunction.apply(x, weight, bias, eps)  # a None weight or bias is simply not an input
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean, var = x.data.mean(axis=axes), x.data.var(axis=axes)
+        out = BatchNormFunction.apply(x, weight, bias, eps, mean, var)  # a None weight or bias is simply not an input
         if running_mean is not None:
-            axes = (0,) + tuple(range(2, x.ndim))
-            mean, var = x.data.mean(axis=axes), x.data.var(axis=axes)
             running_mean *= 1 - momentum
             running_mean += momentum * mean
             running_var *= 1 - momentum

@@ -51,7 +51,12 @@ class TrainConfig:
     weight_decay: float = 0.01  # λ of Eq. (2)
     task_weights: dict[str, float] = field(default_factory=dict)  # μ_t of Eq. (2); 1 when absent
     dropout: float = 0.5
-    init: str = "paper"
+    # Section 4.3 draws every weight from N(0, 0.01). Behind batch-norm a layer's effective learning rate is
+    # lr / ‖w‖², and with variance 0.01 the 589,824 weights of a 256→256 convolution start at ‖w‖² ≈ 5,900 against
+    # ≈ 510 with He's variance 2 / fan-in: the deep layers learn ~10× slower. Over the paper's 500 epochs that washes
+    # out; in a 90-minute run it does not (Config C, one epoch: smile 63%, gender 70% with "paper"), so "he" is the
+    # default here and "paper" reproduces Section 4.3 exactly.
+    init: str = "he"
     batch_norm_scale: bool = False
     normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
     augment: bool = True  # random crop, flip and rotation (Section 3.1), training only

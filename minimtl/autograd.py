@@ -15,7 +15,7 @@ Gradients flow as plain NumPy arrays; only leaves see them, as ``.grad``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -296,5 +296,3 @@ def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
         return Tensor(np.asarray(value, dtype=like.dtype), _copy=False)
     return Tensor(value)
 
-
-GradFunction = Callable[[Context, np.ndarray], Sequence[np.ndarray | None]]

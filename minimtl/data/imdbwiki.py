@@ -35,7 +35,7 @@ import numpy as np
 import scipy.io
 
 from .age_groups import age_group
-from .base import Crop, FaceDataset, FileSource, load_listed, resolve_source
+from .base import Crop, FaceDataset, load_listed, resolve_source
 
 __all__ = ["IMDBWIKI", "read_imdbwiki_metadata", "matlab_datenum_to_year_month"]
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .age_groups import age_group
-from .base import Crop, FaceDataset, FileSource, load_listed, resolve_source
+from .base import Crop, FaceDataset, load_listed, resolve_source
 
 __all__ = ["UTKFace", "parse_utkface_name"]
 

@@ -54,7 +54,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     training.add_argument("--batch-size", type=int, default=defaults.batch_size)
     training.add_argument("--lr", type=float, default=defaults.lr, help="initial learning rate of Eq. (4)")
     training.add_argument("--decay-rate", type=float, default=defaults.decay_rate, help="Eq. (4)")
-    training.add_argument("--decay-steps", type=int, default=defaults.decay_steps, help="Eq. (4)")
+    training.add_argument("--decay-steps", type=int, default=defaults.decay_steps,
+                          help="Eq. (4); default: fitted to the run (ten periods), 2000 is Section 4.3's")
     training.add_argument("--staircase", action="store_true", help="decay in steps rather than continuously")
     training.add_argument("--momentum", type=float, default=defaults.momentum)
     training.add_argument("--nesterov", action="store_true")
@@ -191,6 +192,7 @@ def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset
         sys.exit(f"\ninterrupted; every finished epoch is in {run_dir / 'checkpoint.npz'}: "
                  f"continue with the same command plus --resume --run-dir {run_dir}")
     wall = time.perf_counter() - started
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())  # as run: with the fitted decay_steps
     print(f"trainable parameters: {model.num_parameters():,}")
     fps = measure_fps(model, (1, 128), seconds=2.0)
     report = write_report(run_dir, config, history, model, test, data_description=description, wall_seconds=wall,

@@ -6,8 +6,9 @@ import pytest
 
 from minimtl.data import MultiTaskDataset, SyntheticFaces, normalize
 from minimtl.models import BKNet
-from minimtl.train import (NonFiniteLoss, TrainConfig, build_model, build_optimizer, evaluate, fit, load_model,
-                           train_loader, train_step)
+from minimtl.optim import ExponentialDecay
+from minimtl.train import (DECAYS_PER_RUN, NonFiniteLoss, TrainConfig, build_model, build_optimizer, evaluate, fit,
+                           fit_schedule, load_model, train_loader, train_step)
 
 pytestmark = pytest.mark.train
 
@@ -25,7 +26,7 @@ def small_config(**changes):
 
 
 def test_one_training_step_on_a_tiny_batch_reduces_the_loss():
-    config = small_config()
+    config = fit_schedule(small_config(), steps_per_epoch=1)
     model = build_model(config)
     optimizer = build_optimizer(model, config)
     data = tiny_multitask_set(8, 0)
@@ -49,7 +50,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert [h["test"] for h in history] == [h["test"] for h in resumed_history]
     reloaded, reloaded_config = load_model(tmp_path / "straight" / "model.npz")
-    assert reloaded_config == config and not reloaded.training
+    assert reloaded_config == fit_schedule(config, len(train_loader(data, config, 0))) and not reloaded.training
     assert evaluate(reloaded, test) == history[-1]["test"]
 
 
@@ -84,3 +85,23 @@ def test_config_round_trips_through_json():
     config = small_config(tasks=["smile"], config="A", task_weights={"smile": 2.0})
     assert TrainConfig.from_json(config.to_json()) == config
     assert isinstance(build_model(config), BKNet)
+
+
+def test_the_default_schedule_is_fitted_to_the_run_and_an_explicit_one_is_kept():
+    fitted = fit_schedule(TrainConfig(epochs=8), steps_per_epoch=300)
+    assert fitted.decay_steps == 240  # 2,400 steps / DECAYS_PER_RUN
+    assert ExponentialDecay(0.01, 0.8, fitted.decay_steps)(2400) == pytest.approx(0.01 * 0.8**DECAYS_PER_RUN)
+    assert fit_schedule(TrainConfig(epochs=8, decay_steps=2000), 300).decay_steps == 2000  # Section 4.3's
+    with pytest.raises(ValueError, match="fit_schedule"):
+        build_optimizer(build_model(small_config()), TrainConfig())
+
+
+def test_resuming_with_more_epochs_keeps_the_schedule_the_run_started_with(tmp_path):
+    data = tiny_multitask_set(48, 3)
+    steps = len(train_loader(data, small_config(batch_size=4), 0))
+    assert round(steps / DECAYS_PER_RUN) != round(2 * steps / DECAYS_PER_RUN)  # fitting anew would differ
+    fit(small_config(epochs=1, batch_size=4), data, data, tmp_path, progress=False)
+    first = TrainConfig.from_json((tmp_path / "config.json").read_text())
+    assert first.decay_steps == max(1, round(steps / DECAYS_PER_RUN))
+    fit(small_config(epochs=2, batch_size=4), data, data, tmp_path, resume=True, progress=False)
+    assert TrainConfig.from_json((tmp_path / "config.json").read_text()).decay_steps == first.decay_steps

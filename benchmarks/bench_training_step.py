@@ -11,8 +11,14 @@ fresh subprocess, since a process's peak never goes down).
     python benchmarks/bench_training_step.py --rounds 5 --engines minimtl-cython torch-channels-last
     python benchmarks/bench_training_step.py --threads 1     # every engine on one thread
 
+Engines ``minimtl-<backend>-serial`` run the convolution chunks one after
+another with threaded BLAS (``minimtl.parallel.set_threads(1)``) instead of
+one chunk per core: the ratio between the two is what ``minimtl.parallel``
+buys.
+
 ``--threads N`` caps every thread pool in the process (OpenBLAS and OpenMP
-through threadpoolctl, PyTorch through ``torch.set_num_threads``): on a
+through threadpoolctl, PyTorch through ``torch.set_num_threads``, minimtl's
+chunk workers through ``minimtl.parallel.set_threads``): on a
 shared machine whose other core is busy, a second thread waits a time slice
 at every synchronisation, and one thread can be faster.
 
@@ -48,15 +54,25 @@ TASKS = ("smile", "gender", "age")
 
 
 # ------------------------------------------------------------------ engines
-class MinimtlEngine:
-    """BKNet Config C from minimtl, running on kernel backend ``backend``."""
+CHUNK_WORKERS: int | None = None  # minimtl.parallel's workers for the non-serial engines, if --threads sets them
 
-    def __init__(self, backend: str, batch: int, seed: int = 0):
-        from minimtl import kernels, losses, optim
+
+class MinimtlEngine:
+    """BKNet Config C from minimtl, running on kernel backend ``backend``.
+
+    ``serial``: the convolution chunks one after another, each using every core
+    through threaded BLAS and OpenMP (``minimtl.parallel.set_threads(1)``),
+    instead of one chunk per core: the layout before minimtl.parallel, kept
+    for the side-by-side ratio.
+    """
+
+    def __init__(self, backend: str, batch: int, seed: int = 0, serial: bool = False):
+        from minimtl import kernels, losses, optim, parallel
         from minimtl.autograd import Tensor, no_grad
         from minimtl.models import BKNet
 
-        self.name, self.backend = f"minimtl-{backend}", backend
+        self.name, self.backend = f"minimtl-{backend}" + ("-serial" if serial else ""), backend
+        self.parallel, self.serial, self.default_workers = parallel, serial, parallel.threads()
         self.kernels, self.losses, self.Tensor, self.no_grad = kernels, losses, Tensor, no_grad
         self.model = BKNet("C", tasks=TASKS, init="he", seed=seed)
         self.optimizer = optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
@@ -67,6 +83,7 @@ class MinimtlEngine:
     def _use(self):
         if self.kernels.set_backend(self.backend) != self.backend:
             raise RuntimeError(f"backend {self.backend} unavailable")
+        self.parallel.set_threads(1 if self.serial else CHUNK_WORKERS or self.default_workers)
 
     def train_step(self) -> float:
         self._use()
@@ -145,7 +162,8 @@ class TorchEngine:
 
 def make_engine(name: str, batch: int):
     if name.startswith("minimtl-"):
-        return MinimtlEngine(name.removeprefix("minimtl-"), batch)
+        backend = name.removeprefix("minimtl-")
+        return MinimtlEngine(backend.removesuffix("-serial"), batch, serial=backend.endswith("-serial"))
     if name in ("torch-nchw", "torch-channels-last"):
         return TorchEngine(name == "torch-channels-last", batch)
     raise ValueError(f"unknown engine {name!r}")
@@ -155,6 +173,7 @@ def available_engines() -> list[str]:
     from minimtl import kernels
 
     names = [f"minimtl-{b}" for b in kernels.available_backends()]
+    names += [f"{names[0]}-serial", "minimtl-numpy-serial"]  # convolution chunks one at a time: the old layout
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -193,6 +212,8 @@ def cap_threads(threads: int | None):
 
     from minimtl import kernels
 
+    global CHUNK_WORKERS
+    CHUNK_WORKERS = threads
     for backend in kernels.available_backends():  # loads the Cython extension's OpenMP runtime
         kernels.set_backend(backend)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

@@ -32,6 +32,7 @@ import numpy as np
 # either, unless the user chose otherwise.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from minimtl import parallel
 from minimtl.kernels.numpy_backend import output_size
 
 FLOAT_TYPES = (np.float32, np.float64)
@@ -48,9 +49,11 @@ def thread_count(images: int, values: int) -> int:
     """Threads for a loop over ``images`` images that writes ``values`` values: 1 if small, else 0 (the default).
 
     A loop over a single image runs on one thread anyway (the batch is what is
-    split), so it also gets 1, skipping the OpenMP team altogether.
+    split), so it also gets 1, skipping the OpenMP team altogether.  So does a
+    loop called by one of ``minimtl.parallel``'s workers: the other cores are
+    busy with the other chunks.
     """
-    return 1 if images < 2 or values < PARALLEL_MIN_VALUES else 0
+    return 1 if images < 2 or values < PARALLEL_MIN_VALUES or parallel.in_worker() else 0
 
 
 def is_channels_last(x: np.ndarray) -> bool:

@@ -1,0 +1,119 @@
+"""Chunk parallelism: the chunks of a convolution on every core at once, each on one thread.
+
+A convolution cuts its batch into chunks (``functional.Conv2dFunction``); each
+chunk is an im2col and a matrix product.  Left alone, OpenBLAS splits every one
+of those products over both cores, and our kernels split every im2col the same
+way.  For this network's shapes that scales badly: a product of
+``(chunk·OH·OW × 288) @ (288 × 32)`` is too thin to share well, and each chunk
+wakes and joins the threads again.  Here the chunks themselves are spread over
+the cores instead: ``map_chunks`` runs ``function(chunk)`` for every chunk on a
+pool of ``threads()`` workers, with BLAS limited to one thread (threadpoolctl)
+and the compiled kernels told to run single-threaded (``in_worker()``, read by
+``minimtl.kernels.compiled.thread_count``).  NumPy's matrix product and our
+kernels release the GIL, so the workers do run at the same time.
+
+Results come back in chunk order whatever worker ran them, so a caller that
+adds them up in that order gets the same bits run after run (what makes a
+resumed training run equal an uninterrupted one).
+
+The number of workers is the number of cores this process may use, or the
+environment variable ``MINIMTL_THREADS``; ``set_threads(1)`` turns it off.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Callable, Sequence, TypeVar
+
+Chunk = TypeVar("Chunk")
+Result = TypeVar("Result")
+
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_blas = None  # threadpoolctl.ThreadpoolController, made at first use (it inspects the loaded libraries)
+
+
+def _default_threads() -> int:
+    value = os.environ.get("MINIMTL_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MINIMTL_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_threads = _default_threads()
+
+
+def threads() -> int:
+    """How many chunks run at once."""
+    return _threads
+
+
+def set_threads(count: int) -> int:
+    """Run ``count`` chunks at once (1: one after another, with BLAS threading as it is). Returns the old count."""
+    global _threads, _pool
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"thread count must be a positive integer, got {count!r}")
+    with _pool_lock:
+        old, _threads = _threads, count
+        if _pool is not None and _pool._max_workers != count:
+            _pool.shutdown(wait=True)
+            _pool = None
+    return old
+
+
+def in_worker() -> bool:
+    """Whether the calling thread is one of ``map_chunks``'s workers (compiled kernels then use one thread)."""
+    return getattr(_local, "worker", False)
+
+
+def _mark_worker() -> None:
+    _local.worker = True
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_threads, thread_name_prefix="minimtl-chunk", initializer=_mark_worker)
+        return _pool
+
+
+def _single_threaded_blas():
+    """A context in which BLAS runs on one thread (threadpoolctl; nothing if it is not installed)."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency; keep working without it
+            _blas = False
+        else:
+            _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas") if _blas else nullcontext()
+
+
+def chunk_count(images: int, chunk: int) -> int:
+    """How many chunks ``images`` images make at most ``chunk`` per chunk, rounded up to keep every worker busy.
+
+    With two workers, 128 images at most 50 a chunk make 3 chunks, rounded up
+    to 4 (of 32 images): three would leave one core idle a third of the time.
+    """
+    count = -(-images // max(chunk, 1))
+    workers = min(_threads, images)
+    return -(-count // workers) * workers if workers > 1 else count
+
+
+def map_chunks(function: Callable[[Chunk], Result], chunks: Sequence[Chunk]) -> list[Result]:
+    """``[function(c) for c in chunks]``, run on the worker pool when there are two chunks or more.
+
+    Called from inside a worker (nested), or with one worker, it runs the chunks
+    one after another on the calling thread.
+    """
+    if len(chunks) < 2 or _threads < 2 or in_worker():
+        return [function(chunk) for chunk in chunks]
+    with _single_threaded_blas():
+        return list(_get_pool().map(function, chunks))

@@ -13,10 +13,17 @@ A tour, in reading order:
     optim.py          SGD, Adam, Eq. (4) ExponentialDecay
     serialization.py  save/load weights as .npz
     gradcheck.py      numerical gradient checks
+    parallel.py       convolution chunks on every core
+    memory.py         reuse freed memory (glibc) instead of page-faulting fresh pages
 """
-from minimtl.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor
-from minimtl.ops import concat
-from minimtl.serialization import load, save
+from minimtl import memory
+
+if memory.wanted():
+    memory.keep_freed_memory()  # large temporaries reuse memory instead of page-faulting fresh pages
+
+from minimtl.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor  # noqa: E402
+from minimtl.ops import concat  # noqa: E402
+from minimtl.serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"
 

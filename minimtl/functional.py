@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from minimtl import kernels, ops, parallel
-from minimtl.autograd import Context, Function, Tensor, as_tensor
+from minimtl.autograd import Context, Function, Tensor, as_tensor, is_grad_enabled
 
 IntPair = int | tuple[int, int]
 
@@ -309,12 +309,23 @@ class BatchNormFunction(Function):
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
         inv_std = 1.0 / np.sqrt(var.reshape(shape) + eps)
-        x_hat = (x - mean.reshape(shape)) * inv_std
+        centre = mean.reshape(shape)
+        x_hat = np.empty_like(x, dtype=np.result_type(x.dtype, centre.dtype, inv_std.dtype))  # keeps x's layout
+        out = np.empty_like(x_hat)
+
+        def normalise(part) -> None:  # a slice of the batch: the passes run on every core (parallel.elementwise)
+            np.subtract(x[part], centre, out=x_hat[part])
+            x_hat[part] *= inv_std
+            if weight is not None:
+                np.multiply(x_hat[part], weight.reshape(shape), out=out[part])
+            else:
+                out[part] = x_hat[part]
+            if bias is not None:
+                out[part] += bias.reshape(shape)
+
+        parallel.elementwise(normalise, x)
         ctx.save_for_backward(x_hat, inv_std, weight)
         ctx.axes, ctx.shape = axes, shape
-        out = x_hat * weight.reshape(shape) if weight is not None else x_hat.copy(order="K")  # "K": channels-last stays so
-        if bias is not None:
-            out += bias.reshape(shape)
         return out
 
     @staticmethod
@@ -322,15 +333,57 @@ class BatchNormFunction(Function):
         x_hat, inv_std, weight = ctx.saved
         axes, shape = ctx.axes, ctx.shape
         scale = inv_std * weight.reshape(shape) if weight is not None else inv_std
-        mean_g = grad.mean(axis=axes, keepdims=True)
-        mean_gx = (grad * x_hat).mean(axis=axes, keepdims=True)
-        grad_x = scale * (grad - mean_g - x_hat * mean_gx)
+        count = grad.size // grad.shape[1]
+        # Σg and Σg·x̂ per channel, a share per slice of the batch, added in slice order (the same bits every run).
+        shares = parallel.elementwise(lambda part: (grad[part].sum(axis=axes), (grad[part] * x_hat[part]).sum(axis=axes)),
+                                      grad)
+        sum_g, sum_gx = shares[0]
+        for share_g, share_gx in shares[1:]:
+            sum_g, sum_gx = sum_g + share_g, sum_gx + share_gx
+        mean_g, mean_gx = (sum_g / count).reshape(shape), (sum_gx / count).reshape(shape)
+        grad_x = np.empty_like(grad, dtype=np.result_type(grad.dtype, x_hat.dtype, scale.dtype))
+
+        def combine(part) -> None:  # grad_x = scale · (g − mean(g) − x̂ · mean(g·x̂))
+            np.subtract(grad[part], mean_g, out=grad_x[part])
+            grad_x[part] -= x_hat[part] * mean_gx
+            grad_x[part] *= scale
+
+        parallel.elementwise(combine, grad)
         grads = [grad_x]
         if weight is not None:
-            grads.append((grad * x_hat).sum(axis=axes))
+            grads.append(sum_gx.astype(weight.dtype, copy=False))
         if len(ctx.needs_grad) > len(grads):
-            grads.append(grad.sum(axis=axes))
+            grads.append(sum_g)
         return tuple(grads)
+
+
+def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (biased) variance of ``x (N, C)`` or ``(N, C, H, W)`` per channel, each ``(C,)``.
+
+    Two passes (the mean, then the squared deviations from it: no cancellation
+    in float32), each split over the batch on every core with the shares added
+    in order.  Equals ``x.mean(axis=axes), x.var(axis=axes)`` up to rounding.
+    """
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    count = x.size // x.shape[1]
+    sums = parallel.elementwise(lambda part: x[part].sum(axis=axes), x)
+    mean = sums[0]
+    for share in sums[1:]:
+        mean = mean + share
+    mean = mean / count
+    centre = mean.reshape(shape)
+
+    def squares(part):
+        deviation = x[part] - centre
+        deviation *= deviation
+        return deviation.sum(axis=axes)
+
+    shares = parallel.elementwise(squares, x)
+    var = shares[0]
+    for share in shares[1:]:
+        var = var + share
+    return mean.astype(x.dtype, copy=False), (var / count).astype(x.dtype, copy=False)
 
 
 def batch_norm(
@@ -364,8 +417,7 @@ def batch_norm(
         count = x.size // channels
         if count < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {tuple(x.shape)}")
-        axes = (0,) + tuple(range(2, x.ndim))
-        mean, var = x.data.mean(axis=axes), x.data.var(axis=axes)
+        mean, var = channel_mean_var(x.data)
         out = BatchNormFunction.apply(x, weight, bias, eps, mean, var)  # a None weight or bias is simply not an input
         if running_mean is not None:
             running_mean *= 1 - momentum
@@ -376,6 +428,16 @@ def batch_norm(
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm in evaluation mode needs running_mean and running_var")
     inv_std = (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    if not (is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+        # Inference: the same affine map, as one pass on every core: y = x · a + b with
+        # a = weight / √(var + ε) and b = bias − mean · a (tests/test_parallel.py checks it against the lines below).
+        a = inv_std * (weight.data if weight is not None else 1)
+        b = (bias.data if bias is not None else 0) - running_mean * a
+        a, b = a.astype(x.dtype).reshape(shape), np.asarray(b, dtype=x.dtype).reshape(shape)
+        out_data = np.empty_like(x.data)
+        parallel.elementwise(lambda part: (np.multiply(x.data[part], a, out=out_data[part]),
+                                           np.add(out_data[part], b, out=out_data[part])), x.data)
+        return Tensor(out_data, _copy=False)
     scale = Tensor(inv_std.reshape(shape), _copy=False)
     out = (x - Tensor(running_mean.astype(x.dtype).reshape(shape), _copy=False)) * scale
     if weight is not None:

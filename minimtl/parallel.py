@@ -107,13 +107,41 @@ def chunk_count(images: int, chunk: int) -> int:
     return -(-count // workers) * workers if workers > 1 else count
 
 
-def map_chunks(function: Callable[[Chunk], Result], chunks: Sequence[Chunk]) -> list[Result]:
+# Below this many values an element-wise pass stays on the calling thread: handing work to a pool
+# costs tens of microseconds, about what one core needs for 2¹⁸ float32 values.
+SPLIT_MIN_VALUES = 1 << 18
+
+
+def map_chunks(function: Callable[[Chunk], Result], chunks: Sequence[Chunk], *, limit_blas: bool = True) -> list[Result]:
     """``[function(c) for c in chunks]``, run on the worker pool when there are two chunks or more.
 
     Called from inside a worker (nested), or with one worker, it runs the chunks
-    one after another on the calling thread.
+    one after another on the calling thread.  ``limit_blas``: hold BLAS to one
+    thread meanwhile (needed when ``function`` multiplies matrices).
     """
     if len(chunks) < 2 or _threads < 2 or in_worker():
         return [function(chunk) for chunk in chunks]
-    with _single_threaded_blas():
+    with _single_threaded_blas() if limit_blas else nullcontext():
         return list(_get_pool().map(function, chunks))
+
+
+def batch_slices(array) -> list:
+    """Slices of axis 0 of ``array``, one per worker, for an element-wise pass; ``[...]`` (all of it) if it is small.
+
+    NumPy's element-wise loops release the GIL, so ``map_chunks`` over these
+    slices runs a pass over a large activation on every core.
+    """
+    rows = array.shape[0] if array.ndim else 1
+    count = min(_threads, rows)
+    if count < 2 or array.size < SPLIT_MIN_VALUES or in_worker():
+        return [Ellipsis]
+    base, extra = divmod(rows, count)
+    stops = [0]
+    for index in range(count):
+        stops.append(stops[-1] + base + (index < extra))
+    return [slice(a, b) for a, b in zip(stops, stops[1:])]
+
+
+def elementwise(function: Callable[..., Result], array) -> list[Result]:
+    """``function(part)`` for each of ``batch_slices(array)``, on every core; results in slice order."""
+    return map_chunks(function, batch_slices(array), limit_blas=False)

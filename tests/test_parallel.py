@@ -95,3 +95,54 @@ def test_a_bad_thread_count_is_refused(monkeypatch):
         parallel._default_threads()
     monkeypatch.setenv("MINIMTL_THREADS", "3")
     assert parallel._default_threads() == 3
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_and_relu_split_over_the_batch_equal_the_plain_numpy_formulas(workers, threads, channels_last):
+    """Large enough (≥ SPLIT_MIN_VALUES) to be split: forward, backward and statistics against one-line NumPy."""
+    from minimtl import ops
+
+    workers(threads)
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((13, 10, 48, 48)) * 3 + 1  # float64; 13 rows: uneven slices
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert x.size >= parallel.SPLIT_MIN_VALUES and len(parallel.batch_slices(x)) == min(threads, 13)
+    upstream = rng.standard_normal(x.shape)
+    axes, shape = (0, 2, 3), (1, -1, 1, 1)
+
+    mean, var = F.channel_mean_var(x)
+    np.testing.assert_allclose(mean, x.mean(axis=axes), rtol=1e-12)
+    np.testing.assert_allclose(var, x.var(axis=axes), rtol=1e-12)
+
+    xt, bias = Tensor(x, requires_grad=True), Tensor(rng.standard_normal(10), requires_grad=True)
+    y = ops.relu(F.batch_norm(xt, np.zeros(10), np.ones(10), None, bias, training=True))
+    y.backward(upstream)
+    x_hat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + 1e-5)
+    expected = np.maximum(x_hat + bias.data.reshape(shape), 0)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
+    g = upstream * (expected > 0)
+    expected_grad = (g - g.mean(axis=axes, keepdims=True)
+                     - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(xt.grad, expected_grad, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bias.grad, g.sum(axis=axes), rtol=1e-12)
+    assert y.data.strides == np.empty_like(x).strides  # the layout of x is kept
+
+
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_batch_norm_inference_pass_equals_the_differentiable_composition(workers, with_weight):
+    """Evaluation mode under no_grad takes one fused pass; with gradients on, the composed ops. Same values."""
+    from minimtl.autograd import no_grad
+
+    workers(2)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((16, 12, 40, 40)).astype(np.float32)
+    mean, var = rng.standard_normal(12), rng.random(12) + 0.5
+    weight = Tensor(rng.standard_normal(12).astype(np.float32), requires_grad=True) if with_weight else None
+    bias = Tensor(rng.standard_normal(12).astype(np.float32), requires_grad=True)
+    composed = F.batch_norm(Tensor(x, requires_grad=True), mean, var, weight, bias, training=False)
+    with no_grad():
+        fused = F.batch_norm(Tensor(x), mean, var, weight, bias, training=False)
+    assert fused.dtype == composed.dtype == np.float32 and not fused.requires_grad
+    np.testing.assert_allclose(fused.data, composed.data, rtol=1e-5, atol=1e-5)

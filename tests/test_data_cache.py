@@ -114,3 +114,31 @@ def test_missing_source_explains(tmp_path):
         UTKFace(root=tmp_path, load_images=False)
     with pytest.raises(FileNotFoundError):
         UTKFace(tmp_path / "absent.tar.gz")
+
+
+def test_an_archive_keeps_its_identity_when_copied_and_loses_it_when_changed(tmp_path, monkeypatch):
+    """A copy (new mtime, other folder: shared/ laid anew) keeps the crop cache; changed bytes at either end do not."""
+    import os
+    import shutil
+
+    from minimtl.data import base
+
+    monkeypatch.setattr(base, "ARCHIVE_SAMPLE_BYTES", 1024)  # a small archive still has a head, a middle and a tail
+    original = tmp_path / "faces.tar"
+    member = tmp_path / "face.bin"
+    member.write_bytes(np.random.default_rng(0).bytes(20_000))
+    with tarfile.open(original, "w") as tar:
+        tar.add(member, arcname="face.bin")
+    copy_dir = tmp_path / "elsewhere"
+    copy_dir.mkdir()
+    copy = copy_dir / "faces.tar"
+    shutil.copyfile(original, copy)
+    os.utime(copy, (1, 1))
+    identity = base.FileSource(original).identity()
+    assert base.FileSource(copy).identity() == identity
+    size = original.stat().st_size
+    for position in (600, size - 1):  # inside the first member's data; the archive's last byte
+        data = bytearray(original.read_bytes())
+        data[position] ^= 0xFF
+        copy.write_bytes(bytes(data))
+        assert base.FileSource(copy).identity() != identity, position

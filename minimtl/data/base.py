@@ -139,13 +139,20 @@ class FileSource:
     def identity(self) -> str:
         """A short string that changes when the archive or folder contents change.
 
-        An archive is identified by its file name, size and modification time
-        (cheap, and the same archive moved elsewhere keeps its cache); a folder
-        by the names, sizes and modification times of its files.
+        An archive is identified by its file name, its size and a digest of its
+        first and last MiB: cheap (no full read), and a copy of the same archive
+        (a new modification time, another folder: shared/ laid anew on a new
+        machine) keeps its crop cache.  A folder by the names, sizes and
+        modification times of its files.
         """
         if self.is_archive:
-            info = self.path.stat()
-            text = f"archive:{self.path.name}:{info.st_size}:{info.st_mtime_ns}"
+            size = self.path.stat().st_size
+            sample = hashlib.sha1()
+            with open(self.path, "rb") as handle:
+                sample.update(handle.read(ARCHIVE_SAMPLE_BYTES))
+                handle.seek(max(size - ARCHIVE_SAMPLE_BYTES, 0))
+                sample.update(handle.read(ARCHIVE_SAMPLE_BYTES))
+            text = f"archive:{self.path.name}:{size}:{sample.hexdigest()}"
         else:
             digest = hashlib.sha1()
             for name in self.names():
@@ -153,6 +160,9 @@ class FileSource:
                 digest.update(f"{name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
             text = f"folder:{digest.hexdigest()}"
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+ARCHIVE_SAMPLE_BYTES = 2**20  # how much of each end of an archive its identity reads
 
 
 # --------------------------------------------------------------------------- preprocessing

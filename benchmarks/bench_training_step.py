@@ -173,7 +173,9 @@ def available_engines() -> list[str]:
     from minimtl import kernels
 
     names = [f"minimtl-{b}" for b in kernels.available_backends()]
-    names += [f"{names[0]}-serial", "minimtl-numpy-serial"]  # convolution chunks one at a time: the old layout
+    for serial in (f"{names[0]}-serial", "minimtl-numpy-serial"):  # chunks one at a time: the old layout
+        if serial not in names:
+            names.append(serial)
     try:
         import torch  # noqa: F401
     except ImportError:

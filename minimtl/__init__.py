@@ -13,7 +13,7 @@ A tour, in reading order:
     optim.py          SGD, Adam, Eq. (4) ExponentialDecay
     serialization.py  save/load weights as .npz
     gradcheck.py      numerical gradient checks
-    parallel.py       convolution chunks on every core
+    parallel.py       convolution chunks and element-wise passes on every core
     memory.py         reuse freed memory (glibc) instead of page-faulting fresh pages
 """
 from minimtl import memory

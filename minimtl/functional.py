@@ -89,10 +89,7 @@ CONV_CHUNK_BYTES = 16 * 2**20
 def chunk_bounds(images: int, chunk: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of each chunk: ``parallel.chunk_count`` chunks of at most ``chunk`` images whose sizes
     differ by one at most (so the workers finish together)."""
-    count = min(parallel.chunk_count(images, chunk), images)
-    base, extra = divmod(images, count)
-    stops = np.cumsum([base + 1] * extra + [base] * (count - extra)).tolist()
-    return list(zip([0, *stops[:-1]], stops))
+    return parallel.even_bounds(images, min(parallel.chunk_count(images, chunk), images))
 
 
 def conv_chunk_size(x_shape: tuple[int, ...], kernel: tuple[int, int], out_hw: tuple[int, int], itemsize: int,
@@ -190,12 +187,10 @@ class Conv2dFunction(Function):
             return None
 
         shares = parallel.map_chunks(backward_chunk, bounds)
-        grad_w_t = None
+        grad_w = None
         if want_w:  # added in chunk order, whichever thread computed which: the same bits every run
-            grad_w_t = shares[0].astype(np.result_type(x.dtype, g.dtype), copy=True)
-            for share in shares[1:]:
-                grad_w_t += share
-        grad_w = np.ascontiguousarray(grad_w_t.T).reshape(weight.shape).astype(weight.dtype, copy=False) if want_w else None
+            grad_w_t = parallel.add_in_order(shares)  # (C·KH·KW, F)
+            grad_w = np.ascontiguousarray(grad_w_t.T).reshape(weight.shape).astype(weight.dtype, copy=False)
         grad_b = g.sum(axis=0) if want_b else None
         return (grad_x, grad_w, grad_b) if len(ctx.needs_grad) > 2 else (grad_x, grad_w)
 
@@ -337,9 +332,8 @@ class BatchNormFunction(Function):
         # Σg and Σg·x̂ per channel, a share per slice of the batch, added in slice order (the same bits every run).
         shares = parallel.elementwise(lambda part: (grad[part].sum(axis=axes), (grad[part] * x_hat[part]).sum(axis=axes)),
                                       grad)
-        sum_g, sum_gx = shares[0]
-        for share_g, share_gx in shares[1:]:
-            sum_g, sum_gx = sum_g + share_g, sum_gx + share_gx
+        sum_g = parallel.add_in_order([share[0] for share in shares])  # (C,)
+        sum_gx = parallel.add_in_order([share[1] for share in shares])  # (C,)
         mean_g, mean_gx = (sum_g / count).reshape(shape), (sum_gx / count).reshape(shape)
         grad_x = np.empty_like(grad, dtype=np.result_type(grad.dtype, x_hat.dtype, scale.dtype))
 
@@ -367,11 +361,7 @@ def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     count = x.size // x.shape[1]
-    sums = parallel.elementwise(lambda part: x[part].sum(axis=axes), x)
-    mean = sums[0]
-    for share in sums[1:]:
-        mean = mean + share
-    mean = mean / count
+    mean = parallel.add_in_order(parallel.elementwise(lambda part: x[part].sum(axis=axes), x)) / count
     centre = mean.reshape(shape)
 
     def squares(part):
@@ -379,10 +369,7 @@ def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         deviation *= deviation
         return deviation.sum(axis=axes)
 
-    shares = parallel.elementwise(squares, x)
-    var = shares[0]
-    for share in shares[1:]:
-        var = var + share
+    var = parallel.add_in_order(parallel.elementwise(squares, x))
     return mean.astype(x.dtype, copy=False), (var / count).astype(x.dtype, copy=False)
 
 
@@ -435,8 +422,12 @@ def batch_norm(
         b = (bias.data if bias is not None else 0) - running_mean * a
         a, b = a.astype(x.dtype).reshape(shape), np.asarray(b, dtype=x.dtype).reshape(shape)
         out_data = np.empty_like(x.data)
-        parallel.elementwise(lambda part: (np.multiply(x.data[part], a, out=out_data[part]),
-                                           np.add(out_data[part], b, out=out_data[part])), x.data)
+
+        def affine(part) -> None:
+            np.multiply(x.data[part], a, out=out_data[part])
+            out_data[part] += b
+
+        parallel.elementwise(affine, x.data)
         return Tensor(out_data, _copy=False)
     scale = Tensor(inv_std.reshape(shape), _copy=False)
     out = (x - Tensor(running_mean.astype(x.dtype).reshape(shape), _copy=False)) * scale

@@ -1,4 +1,4 @@
-"""Chunk parallelism: the chunks of a convolution on every core at once, each on one thread.
+"""Every core at once: the chunks of a convolution, and slices of the batch for element-wise passes.
 
 A convolution cuts its batch into chunks (``functional.Conv2dFunction``); each
 chunk is an im2col and a matrix product.  Left alone, OpenBLAS splits every one
@@ -12,9 +12,13 @@ and the compiled kernels told to run single-threaded (``in_worker()``, read by
 ``minimtl.kernels.compiled.thread_count``).  NumPy's matrix product and our
 kernels release the GIL, so the workers do run at the same time.
 
-Results come back in chunk order whatever worker ran them, so a caller that
-adds them up in that order gets the same bits run after run (what makes a
-resumed training run equal an uninterrupted one).
+Batch-norm and ReLU use the same workers for their element-wise passes over
+large activations: ``elementwise`` runs a function on ``batch_slices`` of
+the batch (NumPy's loops release the GIL too).
+
+Results come back in chunk order whatever worker ran them, and
+``add_in_order`` adds them up in that order, so a sum gets the same bits run
+after run (what makes a resumed training run equal an uninterrupted one).
 
 The number of workers is the number of cores this process may use, or the
 environment variable ``MINIMTL_THREADS``; ``set_threads(1)`` turns it off.
@@ -26,6 +30,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Callable, Sequence, TypeVar
+
+import numpy as np
 
 Chunk = TypeVar("Chunk")
 Result = TypeVar("Result")
@@ -107,6 +113,30 @@ def chunk_count(images: int, chunk: int) -> int:
     return -(-count // workers) * workers if workers > 1 else count
 
 
+def even_bounds(total: int, parts: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of ``parts`` consecutive ranges covering ``range(total)``, sizes differing by one at most.
+
+    >>> from minimtl.parallel import even_bounds
+    >>> even_bounds(10, 4)
+    [(0, 3), (3, 6), (6, 8), (8, 10)]
+    """
+    base, extra = divmod(total, parts)
+    bounds, start = [], 0
+    for index in range(parts):
+        stop = start + base + (index < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def add_in_order(shares: Sequence[np.ndarray]) -> np.ndarray:
+    """``shares[0] + shares[1] + …``, always in that order, as a new array (the shares are left as they are)."""
+    total = shares[0].copy()
+    for share in shares[1:]:
+        total += share
+    return total
+
+
 # Below this many values an element-wise pass stays on the calling thread: handing work to a pool
 # costs tens of microseconds, about what one core needs for 2¹⁸ float32 values.
 SPLIT_MIN_VALUES = 1 << 18
@@ -135,11 +165,7 @@ def batch_slices(array) -> list:
     count = min(_threads, rows)
     if count < 2 or array.size < SPLIT_MIN_VALUES or in_worker():
         return [Ellipsis]
-    base, extra = divmod(rows, count)
-    stops = [0]
-    for index in range(count):
-        stops.append(stops[-1] + base + (index < extra))
-    return [slice(a, b) for a, b in zip(stops, stops[1:])]
+    return [slice(start, stop) for start, stop in even_bounds(rows, count)]
 
 
 def elementwise(function: Callable[..., Result], array) -> list[Result]:

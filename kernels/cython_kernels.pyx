@@ -25,9 +25,15 @@ share output memory, so the threads need no locks.  Every loop takes
 ``minimtl/kernels/compiled.py`` passes ``1`` for small work, where waking a
 second thread costs more than the loop.  Loops are written in
 nogil Cython so each line reads like the NumPy reference.
+
+``shifted_matmul`` and ``shifted_matmul_grad_weights`` are the exception:
+they call BLAS (``sgemm``/``dgemm`` from ``scipy.linalg.cython_blas``) on
+blocks of rows, single-threaded, because ``minimtl.parallel`` already runs
+one call per core.
 """
 from cython.parallel import prange
 from libc.math cimport INFINITY
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 cimport openmp
 
 ctypedef fused floating:
@@ -203,3 +209,52 @@ def max_pool_backward_channels_last(const floating[:, :, :, ::1] grad_out, const
                 for c in range(channels):
                     k = indices[n, r, q, c]
                     grad_x[n, k // width, k % width, c] += grad_out[n, r, q, c]
+
+
+# ------------------------------------------------- shifted matrix products
+cdef inline void matmul_rows(bint transpose_a, int m, int n, int k, floating* a, int lda, floating* b, int ldb,
+                             bint accumulate, floating* c, int ldc) noexcept nogil:
+    """Row-major ``C (m×n) = A @ B`` or ``C += A @ B`` with ``A (m×k)`` (stored ``(k×m)`` when ``transpose_a``), ``B (k×n)``.
+
+    BLAS is column-major, and a row-major matrix is its transpose seen
+    column-major, so this asks BLAS for ``Cᵀ = Bᵀ Aᵀ``.
+    """
+    cdef char no = b'N', yes = b'T'
+    cdef char* trans_a = &yes if transpose_a else &no
+    cdef floating one = 1, beta = 1 if accumulate else 0
+    if floating is float:
+        sgemm(&no, trans_a, &n, &m, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&no, trans_a, &n, &m, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc)
+
+
+def shifted_matmul(const floating[:, ::1] rows, const floating[:, :, ::1] weights, const Py_ssize_t[::1] offsets,
+                   floating[:, ::1] out, int tile):
+    """``out[p] = Σ_k rows[p + offsets[k]] @ weights[k]`` for ``out (P, F)``, ``tile`` rows of ``out`` at a time.
+
+    Each tile of ``out`` stays in cache while the K products add into it (BLAS
+    with ``beta = 1``).  Bounds are checked by the caller (``compiled.py``).
+    """
+    cdef int count = out.shape[0], channels = rows.shape[1], features = out.shape[1], taps = offsets.shape[0]
+    cdef int start = 0, size, k
+    with nogil:
+        while start < count:
+            size = min(tile, count - start)
+            for k in range(taps):
+                matmul_rows(False, size, features, channels, <floating*> &rows[start + offsets[k], 0], channels,
+                            <floating*> &weights[k, 0, 0], features, k > 0, &out[start, 0], features)
+            start += tile
+
+
+def shifted_matmul_grad_weights(const floating[:, ::1] rows, const floating[:, ::1] grad, const Py_ssize_t[::1] offsets,
+                                floating[:, :, ::1] result, int tile):
+    """``result[k] = rows[offsets[k] : offsets[k] + P]ᵀ @ grad`` for ``grad (P, F)``, summed ``tile`` rows at a time."""
+    cdef int count = grad.shape[0], channels = rows.shape[1], features = grad.shape[1], taps = offsets.shape[0]
+    cdef int start = 0, size, k
+    with nogil:
+        while start < count:
+            size = min(tile, count - start)
+            for k in range(taps):
+                matmul_rows(True, channels, features, size, <floating*> &rows[start + offsets[k], 0], channels,
+                            <floating*> &grad[start, 0], features, start > 0, &result[k, 0, 0], features)
+            start += tile

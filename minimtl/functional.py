@@ -105,13 +105,111 @@ def conv_chunk_size(x_shape: tuple[int, ...], kernel: tuple[int, int], out_hw: t
     return max(1, min(int(x_shape[0]), budget // max(per_image, 1)))
 
 
+# How Conv2dFunction computes a layer: "auto" (see conv_method), or "im2col" or
+# "shifted" everywhere it can (tests and benchmarks compare the two).
+CONV_METHOD = "auto"
+
+# "auto" takes shifted products when the layer has at least this many input
+# channels (each product's inner dimension is C: with fewer, BLAS runs far below
+# its peak) and computes at most this much more than its output needs (the whole
+# padded grid).  BKNet at batch 128 (benchmarks/bench_conv_methods.py): shifted
+# products are faster at 48×48 (waste 1.09) and 24×24 (1.17), slower at 12×12
+# (1.36) and 6×6 (1.78), where im2col's columns are small anyway.
+SHIFTED_MIN_CHANNELS = 16
+SHIFTED_MAX_WASTE = 1.25
+
+# Bytes of padded grid (rows of max(C, F) values) one chunk of a shifted-product
+# convolution holds: a few images, so a chunk's rows stay in the second-level cache.
+SHIFTED_CHUNK_BYTES = 2**20
+
+
+class PaddedGrid:
+    """Images as the rows of their zero-padded pixel grid: a stride-1 convolution as shifted matrix products.
+
+    With padding ``((top, bottom), (left, right))`` an ``H × W`` image becomes
+    ``Hp × Wp = (H + top + bottom) × (W + left + right)``, and pixel ``(i, j)``
+    of padded image ``n`` is row ``(n·Hp + i)·Wp + j`` of a ``(rows, C)``
+    matrix (channels-last memory, one row per pixel).  Output pixel
+    ``(r, q)`` needs the input rows at ``(r + a, q + b)`` for every kernel tap
+    ``(a, b)``: its own row number plus ``offsets[a·KW + b] = a·Wp + b``.  So
+    with ``W_ab = weight[:, :, a, b]ᵀ (C, F)`` the whole convolution is
+    ``Y[p] = Σ_ab rows[p + offsets[ab]] @ W_ab`` (``kernels.shifted_matmul``),
+    computed for every grid row ``p``; the rows with ``r < OH`` and ``q < OW``
+    are the output and the others are thrown away.  No column matrix is made:
+    each input value is read by KH·KW products straight from the grid.
+    """
+
+    def __init__(self, size_hw: tuple[int, int], kernel: tuple[int, int], padding) -> None:
+        (h, w), (kh, kw), ((top, bottom), (left, right)) = size_hw, kernel, padding
+        self.size, self.top, self.left = (h, w), top, left
+        self.hp, self.wp = h + top + bottom, w + left + right
+        self.out_hw = (self.hp - kh + 1, self.wp - kw + 1)
+        self.offsets = np.array([a * self.wp + b for a in range(kh) for b in range(kw)], dtype=np.intp)
+        self.reach = int(self.offsets[-1])  # rows past the grid that the last taps read
+
+    def count(self, images: int) -> int:
+        """Rows of the grid of ``images`` images: ``images·Hp·Wp``."""
+        return images * self.hp * self.wp
+
+    def rows(self, x: np.ndarray, dtype) -> np.ndarray:
+        """``x (m, C, H, W)`` → ``(m·Hp·Wp + reach, C)``: the padded images, then ``reach`` zero rows."""
+        m, c, h, w = x.shape
+        rows = np.zeros((self.count(m) + self.reach, c), dtype=dtype)
+        self.pixels(rows, m)[:, self.top : self.top + h, self.left : self.left + w] = x.transpose(0, 2, 3, 1)
+        return rows
+
+    def pixels(self, rows: np.ndarray, images: int) -> np.ndarray:
+        """The first ``images·Hp·Wp`` rows of ``rows (≥ m·Hp·Wp, K)`` as a ``(m, Hp, Wp, K)`` view."""
+        return rows[: self.count(images)].reshape(images, self.hp, self.wp, rows.shape[1])
+
+    def outputs(self, products: np.ndarray, images: int) -> np.ndarray:
+        """The output pixels among ``products (m·Hp·Wp, F)``: an ``(m, OH, OW, F)`` view."""
+        return self.pixels(products, images)[:, : self.out_hw[0], : self.out_hw[1]]
+
+    def inputs(self, products: np.ndarray, images: int) -> np.ndarray:
+        """The input pixels (not the padding) among ``products (m·Hp·Wp, C)``: an ``(m, H, W, C)`` view."""
+        (h, w), top, left = self.size, self.top, self.left
+        return self.pixels(products, images)[:, top : top + h, left : left + w]
+
+    def output_gradient_rows(self, grad: np.ndarray, dtype) -> np.ndarray:
+        """``grad (m, OH, OW, F)`` → ``(reach + m·Hp·Wp, F)``: ``reach`` zero rows, then the gradient on the grid, zero elsewhere.
+
+        Backward, each input row ``q`` collects ``G[q − offsets[ab]] @ W_abᵀ``
+        from every tap: a shifted product again, with offsets ``reach − offsets``
+        into this matrix (the zero rows in front stand for ``q − offsets < 0``).
+        """
+        m, _, _, f = grad.shape
+        rows = np.zeros((self.reach + self.count(m), f), dtype=dtype)
+        self.outputs(rows[self.reach :], m)[...] = grad
+        return rows
+
+
+def conv_method(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding, size_hw: tuple[int, int]) -> str:
+    """``"shifted"`` or ``"im2col"``: how ``Conv2dFunction`` computes a layer (``CONV_METHOD``, and for "auto" the rule above it).
+
+    Shifted products (``PaddedGrid``) need stride 1; "auto" also wants a
+    backend with compiled ones (``kernels.fast_shifted_matmul()``).
+    """
+    if stride != (1, 1) or CONV_METHOD == "im2col":
+        return "im2col"
+    if CONV_METHOD == "shifted":
+        return "shifted"
+    if CONV_METHOD != "auto":
+        raise ValueError(f"CONV_METHOD must be 'auto', 'im2col' or 'shifted', got {CONV_METHOD!r}")
+    grid = PaddedGrid(size_hw, kernel, padding)
+    waste = grid.hp * grid.wp / (grid.out_hw[0] * grid.out_hw[1])
+    if kernels.fast_shifted_matmul() and channels >= SHIFTED_MIN_CHANNELS and waste <= SHIFTED_MAX_WASTE:
+        return "shifted"
+    return "im2col"
+
+
 class Conv2dFunction(Function):
-    """2-D cross-correlation as im2col + one matrix product, a chunk of images at a time.
+    """2-D cross-correlation, a chunk of images at a time, by im2col + one matrix product or by shifted products.
 
     Shapes: ``x (N, C, H, W)``, ``weight (F, C, KH, KW)``, ``bias (F,)`` →
     ``y (N, F, OH, OW)`` with ``OH = (H + top + bottom − KH) // SH + 1``.
 
-    Forward: ``cols = im2col(x)`` is ``(C·KH·KW, N·OH·OW)``; with
+    im2col: ``cols = im2col(x)`` is ``(C·KH·KW, N·OH·OW)``; with
     ``W₂ = weight.reshape(F, C·KH·KW)`` the output is ``y = W₂ @ cols``,
     computed as its transpose ``Y = colsᵀ @ W₂ᵀ`` of shape ``(N·OH·OW, F)``:
     one row per output pixel, the F channels side by side.  That is already
@@ -122,15 +220,22 @@ class Conv2dFunction(Function):
     ``grad_W₂ᵀ = cols @ G``, ``grad_cols = (G @ W₂)ᵀ``,
     ``grad_x = col2im(grad_cols)``, ``grad_bias = Σ G`` over pixels.
 
-    Chunks: images are independent, so the batch is cut into chunks of
-    ``conv_chunk_size(...)`` images and each chunk does the same im2col →
-    GEMM (→ col2im) on its rows of ``Y`` and ``G``; ``grad_W₂ᵀ`` is the sum of
-    the chunks' ``cols @ G``.  The columns are never kept: the forward saves
+    Shifted products (stride 1, where ``conv_method`` picks them): the same
+    ``Y`` as a sum of KH·KW products of shifted row blocks of the padded
+    input, without a column matrix (``PaddedGrid`` explains the rows and
+    offsets).  Backward: ``grad_x`` is the same kind of sum with the
+    transposed taps, and ``grad_W_ab = rows[p + offsets[ab]]ᵀ @ G``
+    (``kernels.shifted_matmul_grad_weights``).
+
+    Chunks: images are independent, so the batch is cut into chunks of a few
+    images and each chunk does the same im2col → GEMM (→ col2im), or the
+    same shifted products, on its rows of ``Y`` and ``G``; the weight
+    gradient is the sum of the chunks' shares.  The columns are never kept: the forward saves
     ``x`` and the backward unfolds each chunk again (one more im2col, but the
     columns stay cache-sized and a training step holds no column matrix
     between its forward and backward pass).  The chunks run on every core at
     once, each single-threaded (``minimtl.parallel.map_chunks``); their shares
-    of ``grad_W₂ᵀ`` are added in chunk order.  ``grad_W₂ᵀ = cols @ G`` rather
+    of the weight gradient are added in chunk order.  ``grad_W₂ᵀ = cols @ G`` rather
     than ``Gᵀ @ colsᵀ``: the same product, but OpenBLAS ran the latter, whose
     long inner dimension comes transposed on both sides, up to 12× slower.
     """
@@ -142,55 +247,95 @@ class Conv2dFunction(Function):
         oh = kernels.numpy_backend.output_size(h, kh, stride[0], *padding[0])
         ow = kernels.numpy_backend.output_size(w, kw, stride[1], *padding[1])
         dtype = np.result_type(x.dtype, weight.dtype)
-        # W₂ᵀ (C·KH·KW, F), copied C-contiguous: with the transposed view OpenBLAS took 6 ms instead of
-        # 0.03 ms for MTCNN R-Net's (81 × 252) @ (252 × 48) (it runs that layout threaded).
-        weight_t = np.ascontiguousarray(weight.reshape(f, -1).T)
         out = np.empty((n * oh * ow, f), dtype=dtype)  # Y, one row per output pixel
-        bounds = chunk_bounds(n, conv_chunk_size(x.shape, (kh, kw), (oh, ow), dtype.itemsize))
-        pixels = oh * ow
+        out_images = out.reshape(n, oh, ow, f)
+        method = conv_method(c, (kh, kw), stride, padding, (h, w))
+        if method == "shifted":
+            grid = PaddedGrid((h, w), (kh, kw), padding)
+            # W_ab = weight[:, :, a, b]ᵀ (C, F), one per tap, in the order of grid.offsets
+            taps = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(kh * kw, c, f), dtype=dtype)
+            per_image = grid.hp * grid.wp * max(c, f) * dtype.itemsize
+            bounds = chunk_bounds(n, max(1, SHIFTED_CHUNK_BYTES // per_image))
 
-        def forward_chunk(start_stop: tuple[int, int]) -> None:
-            start, stop = start_stop
-            cols = kernels.im2col(x[start:stop], (kh, kw), stride, padding)  # (C·KH·KW, chunk·OH·OW)
-            rows = out[start * pixels : stop * pixels]
-            np.matmul(cols.T, weight_t, out=rows)
-            if bias is not None:
-                rows += bias
+            def forward_chunk(start_stop: tuple[int, int]) -> None:
+                start, stop = start_stop
+                rows = grid.rows(x[start:stop], dtype)
+                products = kernels.shifted_matmul(rows, taps, grid.offsets, grid.count(stop - start))
+                out_images[start:stop] = grid.outputs(products, stop - start)
+                if bias is not None:
+                    out_images[start:stop] += bias
+        else:
+            grid = None
+            # W₂ᵀ (C·KH·KW, F), copied C-contiguous: with the transposed view OpenBLAS took 6 ms instead of
+            # 0.03 ms for MTCNN R-Net's (81 × 252) @ (252 × 48) (it runs that layout threaded).
+            weight_t = np.ascontiguousarray(weight.reshape(f, -1).T)
+            bounds = chunk_bounds(n, conv_chunk_size(x.shape, (kh, kw), (oh, ow), dtype.itemsize))
+            pixels = oh * ow
+
+            def forward_chunk(start_stop: tuple[int, int]) -> None:
+                start, stop = start_stop
+                cols = kernels.im2col(x[start:stop], (kh, kw), stride, padding)  # (C·KH·KW, chunk·OH·OW)
+                rows = out[start * pixels : stop * pixels]
+                np.matmul(cols.T, weight_t, out=rows)
+                if bias is not None:
+                    rows += bias
 
         parallel.map_chunks(forward_chunk, bounds)
         ctx.save_for_backward(x, weight)
-        ctx.geometry = ((kh, kw), stride, padding, (oh, ow), bounds)
-        return out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)
+        ctx.geometry = ((kh, kw), stride, padding, (oh, ow), bounds, grid)
+        return out_images.transpose(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray):
         x, weight = ctx.saved
-        kernel, stride, padding, (oh, ow), bounds = ctx.geometry
+        kernel, stride, padding, (oh, ow), bounds, grid = ctx.geometry
         n, c, h, w = x.shape
         f = weight.shape[0]
         pixels = oh * ow
         g = grad.transpose(0, 2, 3, 1).reshape(-1, f)  # G (N·OH·OW, F); no copy when grad is channels-last
-        weight_2d = weight.reshape(f, -1)  # W₂ (F, C·KH·KW)
         want_x, want_w = ctx.needs_grad[0], ctx.needs_grad[1]
         want_b = len(ctx.needs_grad) > 2 and ctx.needs_grad[2]
         grad_x = np.empty_like(x, dtype=g.dtype) if want_x else None  # keeps x's layout (channels-last stays so)
 
-        def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
-            """Writes the chunk's rows of grad_x; returns its share of grad_W₂ᵀ."""
-            start, stop = start_stop
-            g_chunk = g[start * pixels : stop * pixels]
-            if want_x:
-                grad_cols = (g_chunk @ weight_2d).T  # (C·KH·KW, chunk·OH·OW)
-                grad_x[start:stop] = kernels.col2im(grad_cols, (stop - start, c, h, w), kernel, stride, padding)
-            if want_w:
-                return kernels.im2col(x[start:stop], kernel, stride, padding) @ g_chunk
-            return None
+        if grid is not None:
+            dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
+            taps_t = np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(-1, f, c), dtype=dtype)  # W_abᵀ (F, C)
+            g_images = g.reshape(n, oh, ow, f)
+
+            def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
+                """Writes the chunk's images of grad_x; returns its share of the tap gradients (KH·KW, C, F)."""
+                start, stop = start_stop
+                g_rows = grid.output_gradient_rows(g_images[start:stop], dtype)
+                if want_x:
+                    grad_rows = kernels.shifted_matmul(g_rows, taps_t, grid.reach - grid.offsets, grid.count(stop - start))
+                    grad_x[start:stop] = grid.inputs(grad_rows, stop - start).transpose(0, 3, 1, 2)
+                if want_w:
+                    rows = grid.rows(x[start:stop], dtype)
+                    return kernels.shifted_matmul_grad_weights(rows, g_rows[grid.reach :], grid.offsets)
+                return None
+        else:
+            weight_2d = weight.reshape(f, -1)  # W₂ (F, C·KH·KW)
+
+            def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
+                """Writes the chunk's rows of grad_x; returns its share of grad_W₂ᵀ."""
+                start, stop = start_stop
+                g_chunk = g[start * pixels : stop * pixels]
+                if want_x:
+                    grad_cols = (g_chunk @ weight_2d).T  # (C·KH·KW, chunk·OH·OW)
+                    grad_x[start:stop] = kernels.col2im(grad_cols, (stop - start, c, h, w), kernel, stride, padding)
+                if want_w:
+                    return kernels.im2col(x[start:stop], kernel, stride, padding) @ g_chunk
+                return None
 
         shares = parallel.map_chunks(backward_chunk, bounds)
         grad_w = None
         if want_w:  # added in chunk order, whichever thread computed which: the same bits every run
-            grad_w_t = parallel.add_in_order(shares)  # (C·KH·KW, F)
-            grad_w = np.ascontiguousarray(grad_w_t.T).reshape(weight.shape).astype(weight.dtype, copy=False)
+            total = parallel.add_in_order(shares)
+            if grid is not None:  # (KH·KW, C, F) → (F, C, KH, KW)
+                grad_w = total.reshape(kernel[0], kernel[1], c, f).transpose(3, 2, 0, 1)
+            else:  # grad_W₂ᵀ (C·KH·KW, F) → (F, C, KH, KW)
+                grad_w = total.T.reshape(weight.shape)
+            grad_w = np.ascontiguousarray(grad_w).astype(weight.dtype, copy=False)
         grad_b = g.sum(axis=0) if want_b else None
         return (grad_x, grad_w, grad_b) if len(ctx.needs_grad) > 2 else (grad_x, grad_w)
 

@@ -93,6 +93,9 @@ def _single_threaded_blas():
     """A context in which BLAS runs on one thread (threadpoolctl; nothing if it is not installed)."""
     global _blas
     if _blas is None:
+        # The controller limits the BLAS libraries loaded when it is made.  Besides NumPy's, the compiled
+        # shifted products call SciPy's (scipy.linalg.cython_blas; Numba's np.dot does too): load it first.
+        import scipy.linalg.cython_blas  # noqa: F401
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:  # pragma: no cover - threadpoolctl is a dependency; keep working without it

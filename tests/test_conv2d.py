@@ -1,7 +1,7 @@
 """conv2d: gradient checks, and the im2col forward against a direct nested-loop convolution."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minimtl as mt
@@ -30,9 +30,16 @@ def direct_conv2d(x, weight, bias, stride, padding):
     return out
 
 
-@settings(**settings_fast)
+@pytest.fixture(params=["im2col", "shifted"])
+def method(request, monkeypatch):
+    """Each test once with im2col and once with shifted products (which fall back to im2col at strides above 1)."""
+    monkeypatch.setattr(F, "CONV_METHOD", request.param)
+    return request.param
+
+
+@settings(**settings_fast, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conv_geometry(), st.booleans(), st.booleans(), st.integers(0, 2**16))
-def test_conv2d_matches_direct_convolution_and_its_gradients_check(g, with_bias, noncontiguous, seed):
+def test_conv2d_matches_direct_convolution_and_its_gradients_check(method, g, with_bias, noncontiguous, seed):
     x = random_array((g["n"], g["c"], g["h"], g["w"]), seed, noncontiguous=noncontiguous)
     weight = random_array((g["f"], g["c"], g["kh"], g["kw"]), seed + 1)
     bias = random_array((g["f"],), seed + 2) if with_bias else None

@@ -63,9 +63,12 @@ def run_conv(x_values, w_values, b_values, stride, padding, upstream):
 @given(batch=st.sampled_from([1, 3, 5, 7]), chunk_images=st.integers(1, 8), channels=st.integers(1, 3),
        kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
        pad=st.integers(0, 1), seed=st.integers(0, 2**16), channels_last=st.booleans())
-def test_every_chunk_size_gives_the_definition(backend, monkeypatch, batch, chunk_images, channels, kernel, stride,
+@pytest.mark.parametrize("method", ["im2col", "shifted"])
+def test_every_chunk_size_gives_the_definition(backend, monkeypatch, method, batch, chunk_images, channels, kernel, stride,
                                                pad, seed, channels_last):
-    """Chunks of 1 … 8 images (batches 1, 3, 5, 7: the last chunk is often short) equal the direct convolution."""
+    """Chunks of 1 … 8 images (batches 1, 3, 5, 7: the last chunk is often short) equal the direct convolution,
+    by im2col and by shifted products (stride 1; at stride 2 that falls back to im2col)."""
+    monkeypatch.setattr(F, "CONV_METHOD", method)
     size = 6
     x = random_array((batch, channels, size, size), seed)
     if channels_last:
@@ -78,6 +81,8 @@ def test_every_chunk_size_gives_the_definition(backend, monkeypatch, batch, chun
     per_image = channels * kernel[0] * kernel[1] * oh * ow * 8
     monkeypatch.setattr(F, "CONV_CHUNK_BYTES", per_image * chunk_images)
     assert F.conv_chunk_size(x.shape, kernel, (oh, ow), 8) == min(batch, chunk_images)
+    grid = F.PaddedGrid((size, size), kernel, padding)
+    monkeypatch.setattr(F, "SHIFTED_CHUNK_BYTES", grid.hp * grid.wp * max(channels, 2) * 8 * chunk_images)
     upstream = random_array((batch, 2, oh, ow), seed + 3)
 
     y, grad_x, grad_w, grad_b = run_conv(x, weight, bias, stride, (pad, pad), upstream)
@@ -88,17 +93,21 @@ def test_every_chunk_size_gives_the_definition(backend, monkeypatch, batch, chun
     np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["im2col", "shifted"])
 @pytest.mark.parametrize("batch", [1, 2, 9])
-def test_chunked_equals_whole_batch_in_float32(backend, monkeypatch, batch):
+def test_chunked_equals_whole_batch_in_float32(backend, monkeypatch, method, batch):
     """float32 through a BKNet-sized layer (32 → 32, 3×3 same): one image per chunk vs the whole batch at once."""
+    monkeypatch.setattr(F, "CONV_METHOD", method)
     rng = np.random.default_rng(batch)
     x = rng.standard_normal((batch, 32, 12, 12)).astype(np.float32)
     weight = (rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32)
     bias = rng.standard_normal(32).astype(np.float32)
     upstream = rng.standard_normal((batch, 32, 12, 12)).astype(np.float32)
-    monkeypatch.setattr(F, "CONV_CHUNK_BYTES", 2**40)
+    for budget in ("CONV_CHUNK_BYTES", "SHIFTED_CHUNK_BYTES"):
+        monkeypatch.setattr(F, budget, 2**40)
     whole = run_conv(x, weight, bias, 1, "same", upstream)
-    monkeypatch.setattr(F, "CONV_CHUNK_BYTES", 1)
+    for budget in ("CONV_CHUNK_BYTES", "SHIFTED_CHUNK_BYTES"):
+        monkeypatch.setattr(F, budget, 1)
     chunked = run_conv(x, weight, bias, 1, "same", upstream)
     for a, b in zip(chunked, whole):
         assert a.dtype == np.float32 and a.shape == b.shape
@@ -128,3 +137,55 @@ def test_backward_keeps_the_input_not_the_columns(backend):
     saved = y._node.ctx.saved
     assert sum(a.nbytes for a in saved) == x.data.nbytes + w.data.nbytes
     assert any(np.shares_memory(a, x.data) for a in saved)
+
+
+@pytest.mark.parametrize("method", ["im2col", "shifted"])
+def test_shifted_products_and_im2col_agree_on_a_bknet_layer(backend, monkeypatch, method):
+    """float32, 32 → 64 channels at 24×24 with 3×3 "same" padding: both methods give the same output and gradients."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 32, 24, 24)).astype(np.float32)
+    weight = (rng.standard_normal((64, 32, 3, 3)) / 17).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    upstream = rng.standard_normal((5, 64, 24, 24)).astype(np.float32)
+    monkeypatch.setattr(F, "CONV_METHOD", "im2col")
+    expected = run_conv(x, weight, bias, 1, "same", upstream)
+    monkeypatch.setattr(F, "CONV_METHOD", method)
+    for a, b in zip(run_conv(x, weight, bias, 1, "same", upstream), expected):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_auto_method_takes_shifted_products_for_wide_layers_on_compiled_backends(backend, monkeypatch):
+    """"auto": shifted products where the padded grid wastes little and C is wide; im2col otherwise."""
+    monkeypatch.setattr(F, "CONV_METHOD", "auto")
+    same = ((1, 1), (1, 1))
+    fast = kernels.fast_shifted_matmul()
+    assert fast == (backend != "numpy")
+    shifted_if_fast = "shifted" if fast else "im2col"
+    assert F.conv_method(32, (3, 3), (1, 1), same, (48, 48)) == shifted_if_fast  # waste 50·50 / 48·48 = 1.09
+    assert F.conv_method(64, (3, 3), (1, 1), same, (24, 24)) == shifted_if_fast  # 1.17
+    assert F.conv_method(128, (3, 3), (1, 1), same, (12, 12)) == "im2col"  # 1.36
+    assert F.conv_method(256, (3, 3), (1, 1), same, (6, 6)) == "im2col"  # 1.78
+    assert F.conv_method(1, (3, 3), (1, 1), same, (48, 48)) == "im2col"  # one channel: each product has C = 1
+    assert F.conv_method(32, (3, 3), (2, 2), same, (48, 48)) == "im2col"  # strided
+    monkeypatch.setattr(F, "CONV_METHOD", "shifted")
+    assert F.conv_method(256, (3, 3), (1, 1), same, (6, 6)) == "shifted"
+    assert F.conv_method(256, (3, 3), (2, 1), same, (6, 6)) == "im2col"
+    monkeypatch.setattr(F, "CONV_METHOD", "fastest")
+    with pytest.raises(ValueError, match="CONV_METHOD"):
+        F.conv_method(32, (3, 3), (1, 1), same, (48, 48))
+
+
+def test_padded_grid_rows_and_offsets():
+    """A 2×3 image padded by 1 is a 4×5 grid; tap (a, b) of a 3×3 kernel is a·5 + b rows further on."""
+    grid = F.PaddedGrid((2, 3), (3, 3), ((1, 1), (1, 1)))
+    assert (grid.hp, grid.wp, grid.out_hw, grid.reach) == (4, 5, (2, 3), 12)
+    assert list(grid.offsets) == [0, 1, 2, 5, 6, 7, 10, 11, 12]
+    x = np.arange(1.0, 13.0).reshape(2, 1, 2, 3)  # two images, one channel, no zeros
+    rows = grid.rows(x, np.float64)
+    assert rows.shape == (2 * 20 + 12, 1)
+    np.testing.assert_array_equal(rows[:5, 0], 0.0)  # the top padding row
+    assert rows[5, 0] == 0.0 and rows[6, 0] == 1.0  # grid row 1: left padding, then x[0, 0, 0, 0]
+    assert rows[20 + 6, 0] == 7.0  # the second image starts 4·5 rows later
+    np.testing.assert_array_equal(grid.inputs(rows, 2)[..., 0], x[:, 0])
+    np.testing.assert_array_equal(rows[40:], 0.0)

@@ -204,6 +204,43 @@ def test_max_pool2d_with_minus_infinity_and_nan_follows_reference(backend):
         np.testing.assert_array_equal(actual[1], expected[1])
 
 
+# ------------------------------------------------------- shifted products
+@st.composite
+def shifted_cases(draw):
+    """(rows, columns C, features F, offsets, count, seed): up to 9 taps reaching up to 40 rows, C often 1 or 256."""
+    channels = draw(st.sampled_from([1, 2, 3, 16, 256]))
+    features = draw(st.sampled_from([1, 2, 5, 32]))
+    offsets = draw(st.lists(st.integers(0, 40), min_size=1, max_size=9))
+    count = draw(st.integers(0, 1100))  # the compiled loops work in blocks of 512 rows: short and several blocks
+    rows = count + max(offsets) + draw(st.integers(0, 3))
+    return rows, channels, features, offsets, count, draw(st.integers(0, 2**32 - 1))
+
+
+@EXAMPLES
+@given(case=shifted_cases())
+def test_shifted_matmul_and_its_weight_gradient_equal_reference(backend, dtype, case):
+    rows_count, channels, features, offsets, count, seed = case
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((rows_count, channels)).astype(dtype)
+    weights = rng.standard_normal((len(offsets), channels, features)).astype(dtype)
+    grad = rng.standard_normal((count, features)).astype(dtype)
+    assert_close(backend.shifted_matmul(rows, weights, offsets, count), reference.shifted_matmul(rows, weights, offsets, count),
+                 dtype)
+    assert_close(backend.shifted_matmul_grad_weights(rows, grad, offsets),
+                 reference.shifted_matmul_grad_weights(rows, grad, offsets), dtype)
+
+
+def test_shifted_matmul_reference_is_the_sum_of_shifted_products():
+    """The reference itself, on numbers small enough to check by hand."""
+    rows = np.arange(8.0).reshape(4, 2)  # rows [0 1], [2 3], [4 5], [6 7]
+    weights = np.stack([np.eye(2), 2 * np.eye(2)])  # tap 0 reads row p, tap 1 reads row p + 2, twice
+    out = reference.shifted_matmul(rows, weights, [0, 2], 2)
+    np.testing.assert_array_equal(out, [[0 + 8, 1 + 10], [2 + 12, 3 + 14]])
+    grad = np.array([[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(reference.shifted_matmul_grad_weights(rows, grad, [0, 2]),
+                                  [rows[0:2].T @ grad, rows[2:4].T @ grad])
+
+
 # ------------------------------------------------------------ bad arguments
 def test_fast_kernels_reject_bad_input_clearly(backend):
     x = np.zeros((1, 2, 4, 4), dtype=np.float32)
@@ -222,6 +259,17 @@ def test_fast_kernels_reject_bad_input_clearly(backend):
         backend.max_pool2d_backward(out, indices + 100, x.shape)
     with pytest.raises(TypeError, match="int64"):
         backend.max_pool2d_backward(out, indices.astype(np.int32), x.shape)
+    rows, weights = np.zeros((10, 3), np.float32), np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        backend.shifted_matmul(rows, weights, [0, 5], 6)
+    with pytest.raises(ValueError, match="one offset per weight"):
+        backend.shifted_matmul(rows, weights, [0], 6)
+    with pytest.raises(ValueError, match=r"\(K, C, F\)"):
+        backend.shifted_matmul(rows, weights[:, :2], [0, 1], 6)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.shifted_matmul(rows.astype(np.int64), weights.astype(np.int64), [0, 1], 6)
+    with pytest.raises(ValueError, match="non-negative"):
+        backend.shifted_matmul_grad_weights(rows, np.zeros((6, 4), np.float32), [-1, 1])
 
 
 # ------------------------------------------------------------ threading

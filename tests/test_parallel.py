@@ -45,14 +45,17 @@ def test_map_chunks_keeps_the_order_and_runs_on_the_workers_with_one_blas_thread
     workers(2)
 
     def job(index):
-        blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+        blas = {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
         return index, threading.current_thread().name, parallel.in_worker(), compiled.thread_count(64, 1 << 30), blas
 
+    import scipy.linalg.cython_blas  # noqa: F401  the BLAS the compiled shifted products call: limited as well
+    loaded = {lib["filepath"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
     results = parallel.map_chunks(job, list(range(6)))
+    assert all(set(blas) == loaded for *_, blas in results)
     assert [r[0] for r in results] == list(range(6))
     assert all(name.startswith("minimtl-chunk") and inside for _, name, inside, _, _ in results)
     assert all(threads == 1 for *_, threads, _ in results)  # compiled kernels: one thread inside a worker
-    assert all(all(n == 1 for n in blas) for *_, blas in results)
+    assert all(all(n == 1 for n in blas.values()) for *_, blas in results)
     assert not parallel.in_worker() and compiled.thread_count(64, 1 << 30) == 0  # the caller's own thread: default
 
 

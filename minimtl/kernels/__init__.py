@@ -1,8 +1,10 @@
 """The one place that chooses which implementation of the heavy kernels runs.
 
-Backends, each a module with the same four functions (``im2col``, ``col2im``,
-``max_pool2d_forward``, ``max_pool2d_backward``; see ``numpy_backend`` for
-their exact contract):
+Backends, each a module with the same functions (``im2col``, ``col2im``,
+``max_pool2d_forward``, ``max_pool2d_backward``, ``shifted_matmul``,
+``shifted_matmul_grad_weights``; see ``numpy_backend`` for their exact
+contract) and a flag ``FAST_SHIFTED_MATMUL`` that tells convolutions whether
+the backend's shifted products beat im2col:
 
 ``cython``
     loops compiled by ``setup.py`` from ``kernels/cython_kernels.pyx``, OpenMP
@@ -98,6 +100,19 @@ def max_pool2d_forward(x, kernel, stride, padding):
 
 def max_pool2d_backward(grad_out, indices, x_shape):
     return _current.max_pool2d_backward(grad_out, indices, x_shape)
+
+
+def shifted_matmul(rows, weights, offsets, count):
+    return _current.shifted_matmul(rows, weights, offsets, count)
+
+
+def shifted_matmul_grad_weights(rows, grad, offsets):
+    return _current.shifted_matmul_grad_weights(rows, grad, offsets)
+
+
+def fast_shifted_matmul() -> bool:
+    """Whether the backend in use has compiled shifted products (``FAST_SHIFTED_MATMUL``)."""
+    return bool(getattr(_current, "FAST_SHIFTED_MATMUL", False))
 
 
 set_backend(os.environ.get("MINIMTL_BACKEND", PREFERENCE[0]))

@@ -19,5 +19,9 @@ im2col = _backend.im2col
 col2im = _backend.col2im
 max_pool2d_forward = _backend.max_pool2d_forward
 max_pool2d_backward = _backend.max_pool2d_backward
+shifted_matmul = _backend.shifted_matmul
+shifted_matmul_grad_weights = _backend.shifted_matmul_grad_weights
+FAST_SHIFTED_MATMUL = True
 
-__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward"]
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
+           "shifted_matmul_grad_weights", "FAST_SHIFTED_MATMUL"]

@@ -186,6 +186,38 @@ def max_pool_backward_channels_last(grad_out, indices, grad_x):
                     grad_x[n, k // width, k % width, c] += grad_out[n, r, q, c]
 
 
+@serial_jit
+def shifted_matmul(rows, weights, offsets, out, tile):
+    """``out[p] = Σ_k rows[p + offsets[k]] @ weights[k]`` for ``out (P, F)``, ``tile`` rows of ``out`` at a time.
+
+    Single-threaded: ``minimtl.parallel`` runs one call per chunk of images on
+    each core.  ``np.dot`` is BLAS here too; it cannot add into its output,
+    so each tap's product lands in ``part`` (cache-sized) and is added from there.
+    """
+    count, features = out.shape
+    part = np.empty((min(tile, count), features), dtype=out.dtype)
+    for start in range(0, count, tile):
+        stop = min(count, start + tile)
+        target = out[start:stop]
+        np.dot(rows[start + offsets[0] : stop + offsets[0]], weights[0], target)
+        for k in range(1, len(offsets)):
+            product = part[: stop - start]
+            np.dot(rows[start + offsets[k] : stop + offsets[k]], weights[k], product)
+            target += product
+
+
+@serial_jit
+def shifted_matmul_grad_weights(rows, grad, offsets, result, tile):
+    """``result[k] = rows[offsets[k] : offsets[k] + P]ᵀ @ grad`` for ``grad (P, F)`` and zeroed ``result``, ``tile`` rows at a time."""
+    count = grad.shape[0]
+    part = np.empty(result.shape[1:], dtype=result.dtype)
+    for start in range(0, count, tile):
+        stop = min(count, start + tile)
+        for k in range(len(offsets)):
+            np.dot(rows[start + offsets[k] : stop + offsets[k]].T, grad[start:stop], part)
+            result[k] += part
+
+
 _backend = CompiledBackend(SimpleNamespace(
     im2col_planar=im2col_planar,
     im2col_channels_last=im2col_channels_last,
@@ -194,11 +226,17 @@ _backend = CompiledBackend(SimpleNamespace(
     max_pool_forward_channels_last=max_pool_forward_channels_last,
     max_pool_backward_planar=max_pool_backward_planar,
     max_pool_backward_channels_last=max_pool_backward_channels_last,
+    shifted_matmul=shifted_matmul,
+    shifted_matmul_grad_weights=shifted_matmul_grad_weights,
 ))
 
 im2col = _backend.im2col
 col2im = _backend.col2im
 max_pool2d_forward = _backend.max_pool2d_forward
 max_pool2d_backward = _backend.max_pool2d_backward
+shifted_matmul = _backend.shifted_matmul
+shifted_matmul_grad_weights = _backend.shifted_matmul_grad_weights
+FAST_SHIFTED_MATMUL = True
 
-__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward"]
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
+           "shifted_matmul_grad_weights", "FAST_SHIFTED_MATMUL"]

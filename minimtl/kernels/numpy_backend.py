@@ -1,6 +1,6 @@
 """Reference kernels in plain NumPy: the source of truth every fast backend is tested against.
 
-Four kernels carry all the heavy lifting of convolution and pooling:
+These kernels carry all the heavy lifting of convolution and pooling:
 
 ``im2col(x, kernel, stride, padding)``
     unfolds every receptive field of ``x (N, C, H, W)`` into a column of
@@ -16,6 +16,10 @@ Four kernels carry all the heavy lifting of convolution and pooling:
     is the flat position ``h·W + w`` of each maximum inside its input plane.
 ``max_pool2d_backward(grad_out, indices, x_shape)``
     sends each output gradient to the input pixel that won its window.
+``shifted_matmul(rows, weights, offsets, count)`` and ``shifted_matmul_grad_weights(rows, grad, offsets)``
+    a stride-1 convolution without a column matrix: a sum of matrix products
+    of row blocks, each block shifted by one kernel tap (used by
+    ``functional.Conv2dFunction`` where a layer suits it).
 
 Conventions shared by every backend: ``kernel = (KH, KW)``, ``stride = (SH, SW)``,
 ``padding = ((top, bottom), (left, right))`` in pixels (asymmetric padding lets
@@ -93,3 +97,38 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, x_shape: tupl
     planes = np.arange(n * c).reshape(n, c, 1, 1) * (h * w)
     flat = np.bincount((planes + indices).ravel(), weights=grad_out.ravel(), minlength=n * c * h * w)
     return flat.astype(grad_out.dtype, copy=False).reshape(x_shape)
+
+
+def shifted_matmul(rows: np.ndarray, weights: np.ndarray, offsets, count: int) -> np.ndarray:
+    """``out (count, F)`` with ``out[p] = Σ_k rows[p + offsets[k]] @ weights[k]``.
+
+    ``rows (R, C)``, ``weights (K, C, F)``, ``offsets`` K non-negative ints
+    with ``count + max(offsets) <= R``.  A stride-1 convolution is this sum
+    when ``rows`` are the pixels of a zero-padded image, one row per pixel, and
+    ``offsets[k]`` is how many rows away kernel tap ``k`` reads (see
+    ``functional.Conv2dFunction``): nine products of shifted row blocks for a
+    3×3 kernel, and no column matrix.
+    """
+    out = np.zeros((count, weights.shape[2]), dtype=np.result_type(rows.dtype, weights.dtype))
+    for k, offset in enumerate(offsets):
+        out += rows[offset : offset + count] @ weights[k]
+    return out
+
+
+def shifted_matmul_grad_weights(rows: np.ndarray, grad: np.ndarray, offsets) -> np.ndarray:
+    """The gradient of ``shifted_matmul`` with respect to ``weights``: ``(K, C, F)``.
+
+    ``result[k] = rows[offsets[k] : offsets[k] + P]ᵀ @ grad`` for ``grad (P, F)``.
+    (The gradient with respect to ``rows`` is another ``shifted_matmul``, with
+    the weights transposed and the offsets reflected.)
+    """
+    count = grad.shape[0]
+    return np.stack([rows[offset : offset + count].T @ grad for offset in offsets])
+
+
+FAST_SHIFTED_MATMUL = False
+"""Whether convolutions should prefer ``shifted_matmul`` over im2col on this backend.
+
+Here ``shifted_matmul`` makes a full-size product per kernel tap: it is the
+readable reference, not a fast path, so the reference backend convolves by im2col.
+"""

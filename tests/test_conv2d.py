@@ -83,3 +83,39 @@ def test_bad_inputs_name_the_problem():
         F.conv2d(mt.Tensor(np.ones((1, 3, 8, 8))), w, stride=0)
     with pytest.raises(ValueError, match="padding"):
         F.conv2d(mt.Tensor(np.ones((1, 3, 8, 8))), w, padding="valid-ish")
+
+
+@settings(**settings_fast, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conv_geometry(), st.integers(0, 2**16))
+def test_conv2d_with_relu_is_relu_of_conv2d_and_its_gradients_check(method, g, seed):
+    """``conv2d(..., relu=True)`` (ReLU applied inside the convolution's chunks) against the two ops composed."""
+    x = random_array((g["n"], g["c"], g["h"], g["w"]), seed)
+    weight = random_array((g["f"], g["c"], g["kh"], g["kw"]), seed + 1)
+    bias = random_array((g["f"],), seed + 2)
+    stride, padding = (g["sh"], g["sw"]), (g["ph"], g["pw"])
+    fused = F.conv2d(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias), stride, padding, relu=True)
+    composed = F.relu(F.conv2d(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias), stride, padding))
+    np.testing.assert_array_equal(fused.data, composed.data)
+    gradcheck(lambda a, b, c: F.conv2d(a, b, c, stride, padding, relu=True), [x, weight, bias])
+
+
+@pytest.mark.parametrize("scale,shift,conv_bias", [(False, True, False), (True, True, True), (True, False, False)])
+def test_folding_batch_norm_into_the_convolution_gives_conv_then_batch_norm(scale, shift, conv_bias):
+    """Evaluation mode: ``batch_norm(conv(x))`` equals one convolution with the folded weight and bias (float64)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 7, 6))
+    conv = mt.nn.Conv2d(4, 5, 3, padding=1, bias=conv_bias)
+    norm = mt.nn.BatchNorm2d(5, scale=scale, shift=shift)
+    for parameter in [conv.weight, conv.bias, norm.weight, norm.bias]:
+        if parameter is not None:
+            parameter.data = rng.standard_normal(parameter.shape)
+    norm.running_mean[...] = rng.standard_normal(5)
+    norm.running_var[...] = rng.uniform(0.1, 3.0, 5)
+    norm.eval()
+    conv.weight.data = conv.weight.data.astype(np.float64)
+    expected = norm(conv(mt.Tensor(x))).data
+    weight, bias = F.fold_batch_norm(conv.weight.data, None if conv.bias is None else conv.bias.data, norm.running_mean,
+                                     norm.running_var, norm.weight, norm.bias, norm.eps)
+    assert weight.shape == conv.weight.shape and bias.shape == (5,)
+    folded = F.conv2d(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias), 1, 1)
+    np.testing.assert_allclose(folded.data, expected, rtol=1e-12, atol=1e-12)

@@ -68,3 +68,25 @@ def test_bad_pool_arguments():
         F.max_pool2d(mt.Tensor(np.ones((4, 4))), 2)
     with pytest.raises(ValueError, match="smaller than the kernel"):
         F.max_pool2d(mt.Tensor(np.ones((1, 1, 1, 4))), 2)
+
+
+@settings(**settings_fast)
+@given(pool_geometry(), st.integers(0, 2**16), st.booleans(), st.booleans())
+def test_pooling_without_indices_equals_the_kernels(g, seed, channels_last, special):
+    """Without autograd, ``max_pool2d`` takes ``max_pool2d_values`` (no winners' indices): the same values as the
+    kernel path, NaN and ±inf included, and the layout of its input."""
+    x = distinct_array((g["n"], g["c"], g["h"], g["w"]), seed)
+    if special:
+        flat = x.reshape(-1)
+        flat[:: 3] = np.nan
+        flat[1:: 5] = -np.inf
+        flat[2:: 7] = np.inf
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    args = ((g["kh"], g["kw"]), (g["sh"], g["sw"]), (g["ph"], g["pw"]), g["ceil_mode"])
+    with mt.no_grad():
+        values = F.max_pool2d(mt.Tensor(x), *args)
+    recorded = F.max_pool2d(mt.Tensor(x, requires_grad=True), *args)  # the kernels, which also keep the winners
+    assert recorded.requires_grad and not values.requires_grad
+    np.testing.assert_array_equal(values.data, recorded.data)
+    assert values.data.transpose(0, 2, 3, 1).flags.c_contiguous == channels_last or values.data.shape[1] == 1

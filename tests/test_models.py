@@ -47,3 +47,37 @@ def test_bad_configurations_and_inputs():
         BKNet("A", ["smile"])(mt.Tensor(np.zeros((1, 1, 32, 32), np.float32)))
     with pytest.raises(ValueError, match="channels"):
         BKNet("A", ["smile"])(mt.Tensor(np.zeros((1, 3, 48, 48), np.float32)))
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_inference_path_equals_the_layer_by_layer_forward(dtype, tolerance):
+    """In evaluation mode under ``no_grad`` each conv block folds its batch-norms and ReLUs into its convolutions
+    and pools without indices (``ConvBlock.inference``); the logits equal the layer-by-layer forward's."""
+    model = BKNet("C", seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 48, 48)).astype(dtype)
+    model.train()
+    for _ in range(2):  # running statistics that are not the initial 0 and 1
+        model(mt.Tensor(x * rng.uniform(0.5, 2.0) + rng.normal()))
+    for _, parameter in model.named_parameters():
+        parameter.data = parameter.data.astype(dtype)
+    model.eval()
+    layer_by_layer = model(mt.Tensor(x))  # gradients enabled: the ordinary forward
+    calls = []
+    original = model.block1.inference
+    model.block1.inference = lambda t: calls.append(1) or original(t)
+    with mt.no_grad():
+        fused = model(mt.Tensor(x))
+    assert calls == [1]
+    for task in model.tasks:
+        assert fused[task].data.dtype == dtype
+        scale = float(np.abs(layer_by_layer[task].data).max())
+        np.testing.assert_allclose(fused[task].data, layer_by_layer[task].data, rtol=tolerance, atol=tolerance * scale)
+
+
+def test_training_mode_never_takes_the_inference_path():
+    """Training uses batch statistics, which cannot be folded: ``forward`` goes layer by layer even under no_grad."""
+    model = BKNet("B", seed=0)
+    model.block1.inference = lambda t: pytest.fail("inference path taken in training mode")
+    with mt.no_grad():
+        model(mt.Tensor(np.zeros((2, 1, 48, 48), np.float32)))

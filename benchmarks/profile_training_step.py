@@ -1,13 +1,17 @@
-"""Where a Config C training step spends its time: GEMM, kernels (copying), batch-norm, element-wise, autograd.
+"""Where a Config C training step spends its time: GEMM, shifted products, copying, batch-norm, element-wise, autograd.
 
 Profiles training steps of ``minimtl.models.BKNet("C")`` at batch 128 with
 cProfile and groups the self time ("tottime") of each function:
 
-* ``Conv2dFunction.forward/backward`` and ``matmul`` own time is the GEMMs
-  (NumPy's ``@`` runs inside the calling function; the column copies are
-  separate calls to the kernels, so they are not counted here),
+* the chunk functions of ``Conv2dFunction`` (``forward_chunk``,
+  ``backward_chunk``) own the im2col GEMMs (NumPy's ``@`` runs inside the
+  calling function) and the small copies around them,
+* ``shifted_matmul*`` are the BLAS products of the shifted-product convolutions,
 * the kernel functions (``im2col``, ``col2im``, pooling) are copying,
 * everything else by function name.
+
+cProfile sees only its own thread, so the chunks run one after another here
+(``parallel.set_threads(1)``): the shares are those of a serial step.
 
     python benchmarks/profile_training_step.py --backend cython --steps 3
 """
@@ -25,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training_step import MinimtlEngine  # noqa: E402
 
 GROUPS = [  # (group, substrings of "file:function"), first match wins
-    ("GEMM (conv forward/backward, linear)", ("Conv2dFunction.forward", "Conv2dFunction.backward", "MatMul")),
+    ("shifted products (BLAS)", ("shifted_matmul",)),
     ("im2col / col2im (copying)", ("im2col", "col2im")),
+    ("padded-grid copies", ("functional.py:rows", "functional.py:output_gradient_rows")),
+    ("GEMM in the conv chunks, linear", ("Conv2dFunction", "forward_chunk", "backward_chunk", "MatMul")),
     ("max-pool kernels", ("max_pool",)),
-    ("batch-norm", ("BatchNorm", "batch_norm")),
+    ("batch-norm", ("BatchNorm", "batch_norm", "normalise", "combine", "squares", "channel_mean_var")),
     ("ReLU and other element-wise", ("ReLU", "Add.", "Mul.", "Sub.", "Div.", "Dropout", "Exp.", "Log.")),
     ("autograd bookkeeping", ("autograd.py",)),
     ("optimiser", ("optim.py",)),
@@ -60,6 +66,10 @@ def main(argv=None) -> None:
     parser.add_argument("--top", type=int, default=20, help="also print the top functions by self time")
     args = parser.parse_args(argv)
 
+    # cProfile sees only the thread it runs in, so the chunks run here, one after another.
+    from minimtl import parallel
+
+    parallel.set_threads(1)
     engine = MinimtlEngine(args.backend, args.batch)
     engine.train_step()  # warm-up: Numba compiles, memory is allocated once
     profiler = cProfile.Profile()

@@ -211,7 +211,7 @@ def shifted_cases(draw):
     channels = draw(st.sampled_from([1, 2, 3, 16, 256]))
     features = draw(st.sampled_from([1, 2, 5, 32]))
     offsets = draw(st.lists(st.integers(0, 40), min_size=1, max_size=9))
-    count = draw(st.integers(0, 1100))  # the compiled loops work in blocks of 512 rows: short and several blocks
+    count = draw(st.integers(0, 1100))  # blocks of 2¹⁹ / (C·F) rows, 64 for C = 256 and F = 32: one block or many
     rows = count + max(offsets) + draw(st.integers(0, 3))
     return rows, channels, features, offsets, count, draw(st.integers(0, 2**32 - 1))
 
@@ -228,6 +228,23 @@ def test_shifted_matmul_and_its_weight_gradient_equal_reference(backend, dtype, 
                  dtype)
     assert_close(backend.shifted_matmul_grad_weights(rows, grad, offsets),
                  reference.shifted_matmul_grad_weights(rows, grad, offsets), dtype)
+
+
+@pytest.mark.parametrize("name", FAST_BACKENDS)
+def test_shifted_matmul_in_many_small_blocks_with_a_short_last_one(name, monkeypatch):
+    """The smallest blocks (32 rows), 1001 rows: 31 whole blocks and a short one, all adding every tap."""
+    module = load_backend(name)
+    from minimtl.kernels import compiled
+
+    monkeypatch.setattr(compiled, "SHIFTED_BLOCK_MULTIPLY_ADDS", 1)
+    assert compiled.shifted_tile_rows(3, 4) == 32
+    rng = np.random.default_rng(2)
+    rows, weights, grad = rng.standard_normal((1030, 3)), rng.standard_normal((4, 3, 4)), rng.standard_normal((1001, 4))
+    offsets = [0, 1, 28, 29]
+    assert_close(module.shifted_matmul(rows, weights, offsets, 1001), reference.shifted_matmul(rows, weights, offsets, 1001),
+                 np.float64)
+    assert_close(module.shifted_matmul_grad_weights(rows, grad, offsets),
+                 reference.shifted_matmul_grad_weights(rows, grad, offsets), np.float64)
 
 
 def test_shifted_matmul_reference_is_the_sum_of_shifted_products():

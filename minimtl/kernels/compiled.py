@@ -44,11 +44,18 @@ FLOAT_TYPES = (np.float32, np.float64)
 # loop writes about a value per nanosecond, so 2¹⁸ values is well under 1 ms.
 PARALLEL_MIN_VALUES = 1 << 18
 
-# Rows of output per block in ``shifted_matmul``: a block of a 32-feature output
-# stays in the first-level cache while the nine products of a 3×3 kernel add
-# into it.  Measured on the 48×48 and 24×24 layers of BKNet: 128 to 512 rows
-# within a few per cent of each other, 4096 rows 15 % slower.
-SHIFTED_TILE_ROWS = 512
+# Size of one block product in ``shifted_matmul`` (rows × C × F multiply-adds).
+# OpenBLAS (0.3.30/0.3.31, SkylakeX kernels) computes products of up to 2¹⁹
+# multiply-adds with its small-matrix kernels, which skip packing; on BKNet's
+# 48×48 and 24×24 layers those blocks ran 1.1–2.4× faster, single-threaded,
+# than blocks twice as large (tile sweep in docs/performance.md).  The
+# output block also stays in cache while every tap adds into it.
+SHIFTED_BLOCK_MULTIPLY_ADDS = 2**19
+
+
+def shifted_tile_rows(channels: int, features: int) -> int:
+    """Rows per block for products of ``(rows × channels) @ (channels × features)``: at least 32."""
+    return max(32, SHIFTED_BLOCK_MULTIPLY_ADDS // max(1, channels * features))
 
 
 def thread_count(images: int, values: int) -> int:
@@ -161,7 +168,7 @@ class CompiledBackend(SimpleNamespace):
         if len(offsets) != len(weights):
             raise ValueError(f"shifted_matmul: need one offset per weight matrix, got {len(offsets)} for {len(weights)}")
         out = np.empty((count, weights.shape[2]), dtype=rows.dtype)
-        self.loops.shifted_matmul(rows, weights, offsets, out, SHIFTED_TILE_ROWS)
+        self.loops.shifted_matmul(rows, weights, offsets, out, shifted_tile_rows(rows.shape[1], weights.shape[2]))
         return out
 
     def shifted_matmul_grad_weights(self, rows: np.ndarray, grad: np.ndarray, offsets) -> np.ndarray:
@@ -170,7 +177,7 @@ class CompiledBackend(SimpleNamespace):
             raise ValueError(f"shifted_matmul_grad_weights: grad must be a 2-D array (P, F), got {getattr(grad, 'shape', type(grad))}")
         rows, grad, offsets = _check_shifted(rows, grad, offsets, grad.shape[0])
         result = np.zeros((len(offsets), rows.shape[1], grad.shape[1]), dtype=rows.dtype)
-        self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, SHIFTED_TILE_ROWS)
+        self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, shifted_tile_rows(rows.shape[1], grad.shape[1]))
         return result
 
     def max_pool2d_forward(self, x: np.ndarray, kernel, stride, padding) -> tuple[np.ndarray, np.ndarray]:

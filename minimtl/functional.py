@@ -655,9 +655,10 @@ def fold_batch_norm(weight: np.ndarray, bias: np.ndarray | None, running_mean: n
     come from the batch.
     """
     a, b = batch_norm_affine(running_mean, running_var, norm_weight, norm_bias, eps)
-    folded_weight = weight * a.reshape((-1,) + (1,) * (weight.ndim - 1))
     folded_bias = b + (a * bias if bias is not None else 0.0)
-    return folded_weight.astype(weight.dtype), folded_bias.astype(weight.dtype)
+    # One pass over the weights in their own dtype (this runs on every inference call).
+    folded_weight = weight * a.astype(weight.dtype).reshape((-1,) + (1,) * (weight.ndim - 1))
+    return folded_weight, folded_bias.astype(weight.dtype)
 
 
 # ------------------------------------------------------------------ dropout

@@ -113,9 +113,10 @@ CONV_METHOD = "auto"
 # "auto" takes shifted products when the layer has at least this many input
 # channels (each product's inner dimension is C: with fewer, BLAS runs far below
 # its peak) and computes at most this much more than its output needs (the whole
-# padded grid).  BKNet at batch 128 (benchmarks/bench_conv_methods.py): shifted
-# products are faster at 48×48 (waste 1.09) and 24×24 (1.17), slower at 12×12
-# (1.36) and 6×6 (1.78), where im2col's columns are small anyway.
+# padded grid).  BKNet at batch 128 (benchmarks/bench_conv_methods.py, forward +
+# backward): shifted products ×2.1 at 48×48 (waste 1.09) and ×1.4–1.5 at 24×24
+# (1.17), no faster at 12×12 (1.36) and ×0.5 at 6×6 (1.78), where im2col's
+# columns are small anyway.
 SHIFTED_MIN_CHANNELS = 16
 SHIFTED_MAX_WASTE = 1.25
 

@@ -1,0 +1,49 @@
+"""The benchmark scripts still run: tiny batches, one round, minimtl engines only (no timing is checked).
+
+The figures they print are recorded in docs/performance.md; these tests only
+keep the scripts from rotting as the code under them changes.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from minimtl import functional as F
+from minimtl import parallel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+pytestmark = pytest.mark.kernels
+
+
+def test_bench_conv_methods_prints_every_layer_and_restores_the_method(capsys):
+    import bench_conv_methods
+
+    bench_conv_methods.main(["--batch", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert out.count(" vs ") == 2 * (len(bench_conv_methods.BKNET_LAYERS) + 1)  # forward and both passes, + the total
+    assert "all nine" in out
+    assert F.CONV_METHOD == "auto"
+
+
+def test_profile_groups_a_serial_step(capsys):
+    import profile_training_step
+
+    threads = parallel.threads()
+    try:
+        profile_training_step.main(["--batch", "4", "--steps", "1", "--top", "3"])
+    finally:
+        parallel.set_threads(threads)
+    out = capsys.readouterr().out
+    assert "images/s" in out and "GEMM in the conv chunks" in out and "batch-norm" in out
+
+
+def test_bench_training_step_compares_the_minimtl_engines(capsys):
+    import bench_training_step
+
+    bench_training_step.main(["--batch", "4", "--rounds", "1", "--skip-memory", "--engines", "minimtl-numpy",
+                              "minimtl-numpy-serial"])
+    out = capsys.readouterr().out
+    assert "minimtl-numpy" in out and "ratios" in out

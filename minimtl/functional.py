@@ -229,6 +229,10 @@ class Conv2dFunction(Function):
     transposed taps, and ``grad_W_ab = rows[p + offsets[ab]]ᵀ @ G``
     (``kernels.shifted_matmul_grad_weights``).
 
+    ``relu=True`` (``conv2d(..., relu=True)``) clips each chunk of ``Y`` at 0
+    while it is still in cache; the backward then keeps ``G`` only where the
+    saved output is positive.
+
     Chunks: images are independent, so the batch is cut into chunks of a few
     images and each chunk does the same im2col → GEMM (→ col2im), or the
     same shifted products, on its rows of ``Y`` and ``G``; the weight

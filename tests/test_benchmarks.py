@@ -47,3 +47,11 @@ def test_bench_training_step_compares_the_minimtl_engines(capsys):
                               "minimtl-numpy-serial"])
     out = capsys.readouterr().out
     assert "minimtl-numpy" in out and "ratios" in out
+
+
+def test_bench_batch_norm_relu_adds_up_the_trunk(capsys):
+    import bench_batch_norm_relu
+
+    bench_batch_norm_relu.main(["--batch", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert out.count(" layers") == len(bench_batch_norm_relu.ACTIVATIONS) and "per training step" in out

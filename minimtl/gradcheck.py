@@ -22,19 +22,20 @@ from minimtl.autograd import Tensor, no_grad
 def numerical_gradient(function: Callable[..., Tensor], arrays: Sequence[np.ndarray], upstream: np.ndarray,
                        index: int, step: float = 1e-6) -> np.ndarray:
     """Central-difference gradient of ``Σ upstream · function(*arrays)`` with respect to ``arrays[index]``."""
-    probe = [np.array(a, dtype=np.float64, copy=True) for a in arrays]
+    probe = [np.array(a, dtype=np.float64, copy=True) for a in arrays]  # keeps each array's memory layout
     target = probe[index]
-    grad = np.zeros_like(target)
-    flat_target, flat_grad = target.reshape(-1), grad.reshape(-1)
+    grad = np.zeros(target.shape)
     with no_grad():
-        for k in range(flat_target.size):
-            original = flat_target[k]
-            flat_target[k] = original + step
+        # Indexed element by element: ``target.reshape(-1)`` would be a copy, not a view, for a
+        # channels-last (transposed) layout, and perturbing the copy would change nothing.
+        for element in np.ndindex(target.shape):
+            original = target[element]
+            target[element] = original + step
             plus = np.sum(upstream * function(*[Tensor(a) for a in probe]).data)
-            flat_target[k] = original - step
+            target[element] = original - step
             minus = np.sum(upstream * function(*[Tensor(a) for a in probe]).data)
-            flat_target[k] = original
-            flat_grad[k] = (plus - minus) / (2 * step)
+            target[element] = original
+            grad[element] = (plus - minus) / (2 * step)
     return grad
 
 
@@ -52,7 +53,7 @@ def gradcheck(function: Callable[..., Tensor], arrays: Sequence[np.ndarray], *, 
         The largest relative error found.  Raises ``AssertionError`` naming the input if above ``tolerance``.
     """
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
-    tensors = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+    tensors = [Tensor(a.copy(order="K"), requires_grad=True) for a in arrays]  # the same layout as the probes
     out = function(*tensors)
     # Salted, so the upstream gradient is never the same stream as test inputs drawn with default_rng(seed):
     # an upstream equal to the normalised input would make batch-norm's true gradient vanish.

@@ -85,3 +85,14 @@ def test_gradient_of_a_leaf_is_not_aliased_to_the_upstream_array():
     (x + 0.0).backward(upstream)
     upstream[:] = 99
     np.testing.assert_array_equal(x.grad, [2.0, 2.0, 2.0])
+
+
+def test_gradcheck_sees_inputs_in_channels_last_memory():
+    """A transposed (channels-last) input must be perturbed in place: reshaping it would perturb a copy."""
+    from minimtl.gradcheck import numerical_gradient
+
+    x = (np.arange(48.0) / 48).reshape(2, 3, 4, 2).transpose(0, 3, 1, 2)  # (2, 2, 3, 4) in (2, 3, 4, 2) memory
+    assert not x.flags.c_contiguous
+    upstream = np.ones(x.shape)
+    numeric = numerical_gradient(lambda t: t * t, [x], upstream, 0)
+    np.testing.assert_allclose(numeric, 2 * x, atol=1e-6)

@@ -258,3 +258,80 @@ def shifted_matmul_grad_weights(const floating[:, ::1] rows, const floating[:, :
                 matmul_rows(True, channels, features, size, <floating*> &rows[start + offsets[k], 0], channels,
                             <floating*> &grad[start, 0], features, start > 0, &result[k, 0, 0], features)
             start += tile
+
+
+# ------------------------------------------------------- batch-norm + ReLU
+# Rows are walked through plain pointers: indexing the memoryviews inside the
+# inner loop goes through ``char *`` casts, which may alias anything, and kept
+# GCC from vectorising the loop over channels (10x slower).  How the ReLU's
+# mask is written matters too (``gcc -fopt-info-vec-missed``: "control flow in
+# loop" otherwise): a select between constants, ``g * (1 if y > 0 else 0)``,
+# or a select on a value already loaded, vectorise; a conditional load
+# (``g_row[c] if y > 0 else 0``) and ``g * (y > 0)`` did not.
+def batch_norm_relu_forward(const floating[:, ::1] x, const floating[::1] mean, const floating[::1] scale,
+                            const floating[::1] shift, floating[:, ::1] y):
+    """``y = max(0, (x − mean) · scale + shift)`` for pixel rows ``x (M, C)``; one pass, single-threaded."""
+    cdef Py_ssize_t rows = x.shape[0], channels = x.shape[1], r, c
+    cdef const floating* x_row
+    cdef floating* y_row
+    cdef const floating* mean_p = &mean[0]
+    cdef const floating* scale_p = &scale[0]
+    cdef const floating* shift_p = &shift[0]
+    cdef floating value
+    if rows == 0:
+        return
+    with nogil:
+        for r in range(rows):
+            x_row, y_row = &x[r, 0], &y[r, 0]
+            for c in range(channels):
+                value = (x_row[c] - mean_p[c]) * scale_p[c] + shift_p[c]
+                y_row[c] = value if value > 0 else 0
+
+
+def batch_norm_relu_sums(const floating[:, ::1] grad, const floating[:, ::1] x, const floating[:, ::1] y,
+                         const floating[::1] mean, const floating[::1] inv_std, double[::1] sum_g, double[::1] sum_gx):
+    """Add ``Σ g'`` and ``Σ g' · x̂`` per channel into ``sum_g``, ``sum_gx`` (float64), ``g' = g · [y > 0]``."""
+    cdef Py_ssize_t rows = x.shape[0], channels = x.shape[1], r, c
+    cdef const floating* g_row
+    cdef const floating* x_row
+    cdef const floating* y_row
+    cdef const floating* mean_p = &mean[0]
+    cdef const floating* inv_std_p = &inv_std[0]
+    cdef double* sum_g_p = &sum_g[0]
+    cdef double* sum_gx_p = &sum_gx[0]
+    cdef floating g_masked
+    if rows == 0:
+        return
+    with nogil:
+        for r in range(rows):
+            g_row, x_row, y_row = &grad[r, 0], &x[r, 0], &y[r, 0]
+            for c in range(channels):
+                g_masked = g_row[c] * (1 if y_row[c] > 0 else 0)
+                sum_g_p[c] += g_masked
+                sum_gx_p[c] += g_masked * ((x_row[c] - mean_p[c]) * inv_std_p[c])
+
+
+def batch_norm_relu_backward(const floating[:, ::1] grad, const floating[:, ::1] x, const floating[:, ::1] y,
+                             const floating[::1] mean, const floating[::1] inv_std, const floating[::1] mean_g,
+                             const floating[::1] mean_gx, const floating[::1] scale, floating[:, ::1] grad_x):
+    """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` for pixel rows; one pass, single-threaded."""
+    cdef Py_ssize_t rows = x.shape[0], channels = x.shape[1], r, c
+    cdef const floating* g_row
+    cdef const floating* x_row
+    cdef const floating* y_row
+    cdef floating* out_row
+    cdef const floating* mean_p = &mean[0]
+    cdef const floating* inv_std_p = &inv_std[0]
+    cdef const floating* mean_g_p = &mean_g[0]
+    cdef const floating* mean_gx_p = &mean_gx[0]
+    cdef const floating* scale_p = &scale[0]
+    cdef floating g_masked
+    if rows == 0:
+        return
+    with nogil:
+        for r in range(rows):
+            g_row, x_row, y_row, out_row = &grad[r, 0], &x[r, 0], &y[r, 0], &grad_x[r, 0]
+            for c in range(channels):
+                g_masked = g_row[c]  # loaded first: GCC does not vectorise a load inside a condition
+                g_masked = g_masked if y_row[c] > 0 else 0
+                out_row[c] = scale_p[c] * (g_masked - mean_g_p[c] - (x_row[c] - mean_p[c]) * inv_std_p[c] * mean_gx_p[c])

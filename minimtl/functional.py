@@ -546,6 +546,86 @@ class BatchNormFunction(Function):
         return tuple(grads)
 
 
+def pixel_rows(x: np.ndarray) -> np.ndarray | None:
+    """``x (N, C)`` as itself, or channels-last ``x (N, C, H, W)`` as its ``(N·H·W, C)`` view; None otherwise."""
+    if x.ndim == 2 and x.flags.c_contiguous:
+        return x
+    if x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+    return None
+
+
+class BatchNormReLUFunction(Function):
+    """``relu(batch_norm(x))`` in training mode as one op: two kernels forward, two backward.
+
+    Shapes: ``x (N, C)`` or channels-last ``(N, C, H, W)``, seen as pixel rows
+    ``(M, C)`` (``pixel_rows``); ``weight``, ``bias`` ``(C,)``.  Forward:
+    ``y = max(0, x̂ · weight + bias)`` with ``x̂ = (x − μ) / √(σ² + ε)``
+    (``kernels.batch_norm_relu_forward``).  Backward, with the ReLU's mask
+    ``m = [y > 0]`` and ``g' = g · m``, it is ``BatchNormFunction``'s backward
+    of ``g'``: ``grad_x = weight / √(σ² + ε) · (g' − mean(g') − x̂ · mean(g' · x̂))``,
+    ``grad_weight = Σ g' · x̂``, ``grad_bias = Σ g'``.
+
+    The two ops composed pass over an activation about 18 times (NumPy
+    reductions, temporaries for ``x − μ``, ``g · x̂`` and the mask, ``x̂``
+    stored).  Here the forward writes ``y`` in one pass, ``x̂`` is recomputed
+    from ``x`` instead of stored, and the backward reads ``g``, ``x`` and
+    ``y`` twice: once for the two channel sums (``kernels.batch_norm_relu_sums``),
+    once for ``grad_x`` (``kernels.batch_norm_relu_backward``).  Slices of
+    the rows run on every core; the sums' shares are added in slice order.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
+                mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        x_rows = pixel_rows(x)
+        rows, channels = x_rows.shape
+        inv_std = (1.0 / np.sqrt(var.astype(np.float64) + eps)).astype(x.dtype)
+        scale = inv_std * weight if weight is not None else inv_std  # y = relu((x − μ) · scale + bias)
+        shift = bias if bias is not None else np.zeros(channels, dtype=x.dtype)
+        out = np.empty((x.shape[0],) + x.shape[2:] + (channels,), dtype=x.dtype)  # channels-last memory
+        out_rows = out.reshape(rows, channels)
+
+        def forward_rows(part) -> None:
+            out_rows[part] = kernels.batch_norm_relu_forward(x_rows[part], mean, scale, shift)
+
+        parallel.elementwise(forward_rows, x_rows)
+        ctx.save_for_backward(x, out, weight)
+        ctx.mean, ctx.inv_std = mean.astype(x.dtype), inv_std
+        return out if x.ndim == 2 else out.transpose(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray):
+        x, out, weight = ctx.saved
+        mean, inv_std = ctx.mean, ctx.inv_std
+        x_rows, y_rows = pixel_rows(x), out.reshape(-1, out.shape[-1])
+        rows, channels = x_rows.shape
+        g_rows = pixel_rows(grad)
+        if g_rows is None:  # a gradient in another layout: one copy into pixel rows
+            g_rows = np.ascontiguousarray(grad.transpose(0, 2, 3, 1) if grad.ndim == 4 else grad).reshape(rows, channels)
+        g_rows = g_rows.astype(x.dtype, copy=False)
+        shares = parallel.elementwise(
+            lambda part: kernels.batch_norm_relu_sums(g_rows[part], x_rows[part], y_rows[part], mean, inv_std), x_rows)
+        sum_g = parallel.add_in_order([share[0] for share in shares])  # (C,) Σ g', float64
+        sum_gx = parallel.add_in_order([share[1] for share in shares])  # (C,) Σ g' · x̂
+        mean_g, mean_gx = (sum_g / rows).astype(x.dtype), (sum_gx / rows).astype(x.dtype)
+        scale = (inv_std * weight if weight is not None else inv_std).astype(x.dtype)
+        grad_x = np.empty((x.shape[0],) + x.shape[2:] + (channels,), dtype=x.dtype)
+        grad_rows = grad_x.reshape(rows, channels)
+
+        def combine(part) -> None:
+            grad_rows[part] = kernels.batch_norm_relu_backward(g_rows[part], x_rows[part], y_rows[part], mean, inv_std,
+                                                               mean_g, mean_gx, scale)
+
+        parallel.elementwise(combine, x_rows)
+        grads = [grad_x if x.ndim == 2 else grad_x.transpose(0, 3, 1, 2)]
+        if weight is not None:
+            grads.append(sum_gx.astype(weight.dtype))
+        if len(ctx.needs_grad) > len(grads):
+            grads.append(sum_g.astype(x.dtype))
+        return tuple(grads)
+
+
 def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (biased) variance of ``x (N, C)`` or ``(N, C, H, W)`` per channel, each ``(C,)``.
 
@@ -577,6 +657,7 @@ def batch_norm(
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    relu: bool = False,
 ) -> Tensor:
     """Batch normalisation over axis 1 of ``x (N, C)`` or ``x (N, C, H, W)``.
 
@@ -586,6 +667,8 @@ def batch_norm(
     variance uses the unbiased batch variance, as PyTorch does).  In evaluation,
     normalises with the running statistics, a fixed affine map.
     ``weight`` (the scale γ) and ``bias`` (the shift β) are ``(C,)`` or None.
+    ``relu=True`` returns ``relu(batch_norm(x))``; in training, on ``(N, C)``
+    or channels-last input, as one op (``BatchNormReLUFunction``).
     """
     check_float(x, "batch_norm input")
     if x.ndim not in (2, 4):
@@ -600,7 +683,11 @@ def batch_norm(
         if count < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {tuple(x.shape)}")
         mean, var = channel_mean_var(x.data)
-        out = BatchNormFunction.apply(x, weight, bias, eps, mean, var)  # a None weight or bias is simply not an input
+        if relu and pixel_rows(x.data) is not None and all(t is None or t.dtype == x.dtype for t in (weight, bias)):
+            out = BatchNormReLUFunction.apply(x, weight, bias, eps, mean, var)  # relu(batch_norm(x)) as one op
+        else:
+            out = BatchNormFunction.apply(x, weight, bias, eps, mean, var)  # a None weight or bias is simply not an input
+            out = ops.relu(out) if relu else out
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
@@ -622,14 +709,15 @@ def batch_norm(
             out_data[part] += b
 
         parallel.elementwise(affine, x.data)
-        return Tensor(out_data, _copy=False)
+        out = Tensor(out_data, _copy=False)
+        return ops.relu(out) if relu else out
     scale = Tensor(inv_std.reshape(shape), _copy=False)
     out = (x - Tensor(running_mean.astype(x.dtype).reshape(shape), _copy=False)) * scale
     if weight is not None:
         out = out * ops.reshape(weight, shape)
     if bias is not None:
         out = out + ops.reshape(bias, shape)
-    return out
+    return ops.relu(out) if relu else out
 
 
 def batch_norm_affine(running_mean: np.ndarray, running_var: np.ndarray, weight: Tensor | None, bias: Tensor | None,

@@ -247,6 +247,24 @@ def test_shifted_matmul_in_many_small_blocks_with_a_short_last_one(name, monkeyp
                  reference.shifted_matmul_grad_weights(rows, grad, offsets), np.float64)
 
 
+@EXAMPLES
+@given(rows=st.integers(0, 300), channels=st.sampled_from([1, 2, 3, 16, 256]), seed=st.integers(0, 2**32 - 1))
+def test_batch_norm_relu_kernels_equal_reference(backend, dtype, rows, channels, seed):
+    """Forward, the two channel sums and the input gradient; about half the pixels pass the ReLU."""
+    rng = np.random.default_rng(seed)
+    x, grad = (rng.standard_normal((rows, channels)).astype(dtype) for _ in range(2))
+    mean, shift, mean_g, mean_gx = (rng.standard_normal(channels).astype(dtype) for _ in range(4))
+    scale, inv_std = (rng.uniform(0.5, 2.0, channels).astype(dtype) for _ in range(2))
+    y = reference.batch_norm_relu_forward(x, mean, scale, shift)
+    assert_close(backend.batch_norm_relu_forward(x, mean, scale, shift), y, dtype)
+    for fast, slow in zip(backend.batch_norm_relu_sums(grad, x, y, mean, inv_std),
+                          reference.batch_norm_relu_sums(grad, x, y, mean, inv_std)):
+        assert fast.dtype == np.float64
+        assert_close(fast, slow, np.float32 if dtype == np.float32 else np.float64)
+    assert_close(backend.batch_norm_relu_backward(grad, x, y, mean, inv_std, mean_g, mean_gx, scale),
+                 reference.batch_norm_relu_backward(grad, x, y, mean, inv_std, mean_g, mean_gx, scale), dtype)
+
+
 def test_shifted_matmul_reference_is_the_sum_of_shifted_products():
     """The reference itself, on numbers small enough to check by hand."""
     rows = np.arange(8.0).reshape(4, 2)  # rows [0 1], [2 3], [4 5], [6 7]
@@ -287,6 +305,13 @@ def test_fast_kernels_reject_bad_input_clearly(backend):
         backend.shifted_matmul(rows.astype(np.int64), weights.astype(np.int64), [0, 1], 6)
     with pytest.raises(ValueError, match="non-negative"):
         backend.shifted_matmul_grad_weights(rows, np.zeros((6, 4), np.float32), [-1, 1])
+    pixels, channel = np.zeros((5, 3), np.float32), np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="pixel rows"):
+        backend.batch_norm_relu_sums(pixels, pixels[:4], pixels, channel, channel)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        backend.batch_norm_relu_forward(pixels, channel, channel[:2], channel)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.batch_norm_relu_forward(pixels.astype(np.int32), channel, channel, channel)
 
 
 # ------------------------------------------------------------ threading

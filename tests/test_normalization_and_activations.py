@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import minimtl as mt
 from minimtl import functional as F
-from minimtl import nn, ops
+from minimtl import nn, ops, parallel
 from minimtl.gradcheck import gradcheck
 from strategies import random_array, settings_fast
 
@@ -185,3 +185,64 @@ def test_layers_never_mutate_their_inputs(name):
     out.backward(rng.standard_normal(out.shape))
     for key, value in arrays.items():
         np.testing.assert_array_equal(value, before[key], err_msg=f"{name} changed its input {key}")
+
+
+def channels_last(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if values.ndim == 4 else values
+
+
+def batch_norm_relu_both_ways(x, weight, bias, upstream, fused):
+    """Values, gradients and running statistics of relu(batch_norm(x)): one op, or the two ops composed."""
+    tensors = [mt.Tensor(x, requires_grad=True)] + [None if v is None else mt.Tensor(v, requires_grad=True) for v in (weight, bias)]
+    running_mean, running_var = np.zeros(x.shape[1], x.dtype), np.ones(x.shape[1], x.dtype)
+    if fused:
+        y = F.batch_norm(tensors[0], running_mean, running_var, tensors[1], tensors[2], training=True, relu=True)
+        assert y._node.function is F.BatchNormReLUFunction
+    else:
+        y = F.relu(F.batch_norm(tensors[0], running_mean, running_var, tensors[1], tensors[2], training=True))
+    y.backward(upstream)
+    return [y.data] + [t.grad for t in tensors if t is not None] + [running_mean, running_var]
+
+
+@settings(**settings_fast)
+@given(st.sampled_from([(6, 3), (2, 3, 4, 5), (1, 2, 3, 3), (3, 1, 2, 2)]), st.booleans(), st.booleans(), st.integers(0, 2**16))
+def test_batch_norm_relu_as_one_op_equals_the_two_ops(shape, scale, shift, seed):
+    """float64, (N, C) and channels-last input, with and without γ and β: values, gradients, running statistics."""
+    x = channels_last(random_array(shape, seed))
+    weight = random_array((shape[1],), seed + 1) if scale else None
+    bias = random_array((shape[1],), seed + 2) if shift else None
+    upstream = channels_last(random_array(shape, seed + 3))
+    fused = batch_norm_relu_both_ways(x, weight, bias, upstream, fused=True)
+    composed = batch_norm_relu_both_ways(x, weight, bias, upstream, fused=False)
+    for a, b in zip(fused, composed):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert fused[0].shape == shape and fused[1].shape == shape
+
+
+def test_batch_norm_relu_gradient_checks():
+    """Finite differences on channels-last input (gradcheck keeps the layout, so the fused op is what it checks)."""
+    x = channels_last(random_array((2, 3, 3, 4), 11))
+    gradcheck(lambda t, w, b: F.batch_norm(t, None, None, w, b, training=True, relu=True),
+              [x, random_array((3,), 12), random_array((3,), 13)])
+
+
+def test_batch_norm_relu_in_float32_on_every_core(monkeypatch):
+    """A BKNet-sized activation split over the workers, against the two ops (float32, 1e-5)."""
+    rng = np.random.default_rng(4)
+    x = channels_last(rng.standard_normal((16, 32, 12, 12)).astype(np.float32))
+    upstream = channels_last(rng.standard_normal(x.shape).astype(np.float32))
+    bias = rng.standard_normal(32).astype(np.float32)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_VALUES", 1)
+    fused = batch_norm_relu_both_ways(x, None, bias, upstream, fused=True)
+    composed = batch_norm_relu_both_ways(x, None, bias, upstream, fused=False)
+    for a, b in zip(fused, composed):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_planar_input_and_evaluation_mode_compose_the_two_ops():
+    x = random_array((2, 3, 4, 4), 5)  # planar memory: no pixel rows
+    out = F.batch_norm(mt.Tensor(x, requires_grad=True), np.zeros(3), np.ones(3), None, None, training=True, relu=True)
+    assert out._node.function is not F.BatchNormReLUFunction and out.data.min() >= 0
+    evaluation = F.batch_norm(mt.Tensor(x), np.zeros(3), np.ones(3), None, None, training=False, relu=True)
+    np.testing.assert_allclose(evaluation.data, np.maximum(x / np.sqrt(1 + 1e-5), 0), rtol=1e-12)

@@ -2,8 +2,9 @@
 
 Backends, each a module with the same functions (``im2col``, ``col2im``,
 ``max_pool2d_forward``, ``max_pool2d_backward``, ``shifted_matmul``,
-``shifted_matmul_grad_weights``; see ``numpy_backend`` for their exact
-contract) and a flag ``FAST_SHIFTED_MATMUL`` that tells convolutions whether
+``shifted_matmul_grad_weights``, ``batch_norm_relu_forward``,
+``batch_norm_relu_sums``, ``batch_norm_relu_backward``; see ``numpy_backend``
+for their exact contract) and a flag ``FAST_SHIFTED_MATMUL`` that tells convolutions whether
 the backend's shifted products beat im2col:
 
 ``cython``
@@ -108,6 +109,18 @@ def shifted_matmul(rows, weights, offsets, count):
 
 def shifted_matmul_grad_weights(rows, grad, offsets):
     return _current.shifted_matmul_grad_weights(rows, grad, offsets)
+
+
+def batch_norm_relu_forward(x_rows, mean, scale, shift):
+    return _current.batch_norm_relu_forward(x_rows, mean, scale, shift)
+
+
+def batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std):
+    return _current.batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std)
+
+
+def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale):
+    return _current.batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale)
 
 
 def fast_shifted_matmul() -> bool:

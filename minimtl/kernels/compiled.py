@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from types import SimpleNamespace
+from typing import Sequence
 
 import numpy as np
 
@@ -116,6 +117,22 @@ def _check_shifted(rows, other, offsets, count: int):
     return np.ascontiguousarray(rows, dtype=dtype), np.ascontiguousarray(other, dtype=dtype), offsets
 
 
+def _check_rows(rows: Sequence[np.ndarray], vectors: Sequence[np.ndarray]):
+    """Pixel-row arrays ``(M, C)`` of one shape and per-channel vectors ``(C,)``, all C-contiguous in one float dtype."""
+    shape = getattr(rows[0], "shape", None)
+    for array in rows:
+        if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape != shape:
+            raise ValueError(f"batch_norm_relu: pixel rows must be 2-D arrays (M, C) of one shape, got "
+                             f"{[getattr(a, 'shape', type(a)) for a in rows]}")
+    dtype = np.result_type(*[a.dtype for a in rows])
+    if dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"batch_norm_relu works in float32 or float64, got {dtype}")
+    for vector in vectors:
+        if np.shape(vector) != (shape[1],):
+            raise ValueError(f"batch_norm_relu: per-channel values must have shape ({shape[1]},), got {np.shape(vector)}")
+    return ([np.ascontiguousarray(a, dtype=dtype) for a in rows], [np.ascontiguousarray(v, dtype=dtype) for v in vectors])
+
+
 class CompiledBackend(SimpleNamespace):
     """The contract functions, running the loops of ``loops``.
 
@@ -125,8 +142,9 @@ class CompiledBackend(SimpleNamespace):
     ``max_pool_backward_channels_last`` with the signatures of
     ``kernels/cython_kernels.pyx``, each taking a keyword ``threads``
     (``thread_count(...)``: 1 for small work, 0 for the default), and the
-    single-threaded ``shifted_matmul`` and ``shifted_matmul_grad_weights``
-    (they call BLAS; ``minimtl.parallel`` runs one call per core).
+    single-threaded ``shifted_matmul``, ``shifted_matmul_grad_weights`` (they
+    call BLAS) and ``batch_norm_relu_*`` (``minimtl.parallel`` runs one call
+    per core).
     """
 
     def __init__(self, loops) -> None:
@@ -179,6 +197,28 @@ class CompiledBackend(SimpleNamespace):
         result = np.zeros((len(offsets), rows.shape[1], grad.shape[1]), dtype=rows.dtype)
         self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, shifted_tile_rows(rows.shape[1], grad.shape[1]))
         return result
+
+    def batch_norm_relu_forward(self, x_rows: np.ndarray, mean, scale, shift) -> np.ndarray:
+        """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``."""
+        (x_rows,), (mean, scale, shift) = _check_rows([x_rows], [mean, scale, shift])
+        y = np.empty_like(x_rows)
+        self.loops.batch_norm_relu_forward(x_rows, mean, scale, shift, y)
+        return y
+
+    def batch_norm_relu_sums(self, grad_rows, x_rows, y_rows, mean, inv_std) -> tuple[np.ndarray, np.ndarray]:
+        """``(Σ g', Σ g' · x̂)`` per channel in float64, ``g' = g · [y > 0]``, ``x̂ = (x − mean) · inv_std``."""
+        (grad_rows, x_rows, y_rows), (mean, inv_std) = _check_rows([grad_rows, x_rows, y_rows], [mean, inv_std])
+        sum_g, sum_gx = np.zeros(x_rows.shape[1]), np.zeros(x_rows.shape[1])
+        self.loops.batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std, sum_g, sum_gx)
+        return sum_g, sum_gx
+
+    def batch_norm_relu_backward(self, grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale) -> np.ndarray:
+        """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` for pixel rows ``(M, C)``."""
+        (grad_rows, x_rows, y_rows), vectors = _check_rows([grad_rows, x_rows, y_rows],
+                                                           [mean, inv_std, mean_g, mean_gx, scale])
+        grad_x = np.empty_like(x_rows)
+        self.loops.batch_norm_relu_backward(grad_rows, x_rows, y_rows, *vectors, grad_x)
+        return grad_x
 
     def max_pool2d_forward(self, x: np.ndarray, kernel, stride, padding) -> tuple[np.ndarray, np.ndarray]:
         """``x (N, C, H, W)`` → ``(out, indices)``, both ``(N, C, OH, OW)`` in the layout of ``x``."""

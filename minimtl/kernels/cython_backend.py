@@ -21,7 +21,11 @@ max_pool2d_forward = _backend.max_pool2d_forward
 max_pool2d_backward = _backend.max_pool2d_backward
 shifted_matmul = _backend.shifted_matmul
 shifted_matmul_grad_weights = _backend.shifted_matmul_grad_weights
+batch_norm_relu_forward = _backend.batch_norm_relu_forward
+batch_norm_relu_sums = _backend.batch_norm_relu_sums
+batch_norm_relu_backward = _backend.batch_norm_relu_backward
 FAST_SHIFTED_MATMUL = True
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
-           "shifted_matmul_grad_weights", "FAST_SHIFTED_MATMUL"]
+           "shifted_matmul_grad_weights", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
+           "FAST_SHIFTED_MATMUL"]

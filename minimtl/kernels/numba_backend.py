@@ -218,6 +218,37 @@ def shifted_matmul_grad_weights(rows, grad, offsets, result, tile):
             result[k] += part
 
 
+@serial_jit
+def batch_norm_relu_forward(x, mean, scale, shift, y):
+    """``y = max(0, (x − mean) · scale + shift)`` for pixel rows ``x (M, C)``; one pass, single-threaded."""
+    rows, channels = x.shape
+    for r in range(rows):
+        for c in range(channels):
+            value = (x[r, c] - mean[c]) * scale[c] + shift[c]
+            y[r, c] = value if value > 0 else 0
+
+
+@serial_jit
+def batch_norm_relu_sums(grad, x, y, mean, inv_std, sum_g, sum_gx):
+    """Add ``Σ g'`` and ``Σ g' · x̂`` per channel into ``sum_g``, ``sum_gx`` (float64), ``g' = g · [y > 0]``."""
+    rows, channels = x.shape
+    for r in range(rows):
+        for c in range(channels):
+            g_masked = grad[r, c] * (y[r, c] > 0)  # no branch: half the pixels pass a ReLU, at random
+            sum_g[c] += g_masked
+            sum_gx[c] += g_masked * ((x[r, c] - mean[c]) * inv_std[c])
+
+
+@serial_jit
+def batch_norm_relu_backward(grad, x, y, mean, inv_std, mean_g, mean_gx, scale, grad_x):
+    """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` for pixel rows; one pass, single-threaded."""
+    rows, channels = x.shape
+    for r in range(rows):
+        for c in range(channels):
+            g_masked = grad[r, c] * (y[r, c] > 0)
+            grad_x[r, c] = scale[c] * (g_masked - mean_g[c] - (x[r, c] - mean[c]) * inv_std[c] * mean_gx[c])
+
+
 _backend = CompiledBackend(SimpleNamespace(
     im2col_planar=im2col_planar,
     im2col_channels_last=im2col_channels_last,
@@ -228,6 +259,9 @@ _backend = CompiledBackend(SimpleNamespace(
     max_pool_backward_channels_last=max_pool_backward_channels_last,
     shifted_matmul=shifted_matmul,
     shifted_matmul_grad_weights=shifted_matmul_grad_weights,
+    batch_norm_relu_forward=batch_norm_relu_forward,
+    batch_norm_relu_sums=batch_norm_relu_sums,
+    batch_norm_relu_backward=batch_norm_relu_backward,
 ))
 
 im2col = _backend.im2col
@@ -236,7 +270,11 @@ max_pool2d_forward = _backend.max_pool2d_forward
 max_pool2d_backward = _backend.max_pool2d_backward
 shifted_matmul = _backend.shifted_matmul
 shifted_matmul_grad_weights = _backend.shifted_matmul_grad_weights
+batch_norm_relu_forward = _backend.batch_norm_relu_forward
+batch_norm_relu_sums = _backend.batch_norm_relu_sums
+batch_norm_relu_backward = _backend.batch_norm_relu_backward
 FAST_SHIFTED_MATMUL = True
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
-           "shifted_matmul_grad_weights", "FAST_SHIFTED_MATMUL"]
+           "shifted_matmul_grad_weights", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
+           "FAST_SHIFTED_MATMUL"]

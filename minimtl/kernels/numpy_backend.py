@@ -20,6 +20,10 @@ These kernels carry all the heavy lifting of convolution and pooling:
     a stride-1 convolution without a column matrix: a sum of matrix products
     of row blocks, each block shifted by one kernel tap (used by
     ``functional.Conv2dFunction`` where a layer suits it).
+``batch_norm_relu_forward``, ``batch_norm_relu_sums``, ``batch_norm_relu_backward``
+    training-mode ``relu(batch_norm(x))`` on pixel rows ``(M, C)``: the
+    forward, the two per-channel sums of its backward, and the input gradient
+    (used by ``functional.BatchNormReLUFunction``).
 
 Conventions shared by every backend: ``kernel = (KH, KW)``, ``stride = (SH, SW)``,
 ``padding = ((top, bottom), (left, right))`` in pixels (asymmetric padding lets
@@ -132,3 +136,24 @@ FAST_SHIFTED_MATMUL = False
 Here ``shifted_matmul`` makes a full-size product per kernel tap: it is the
 readable reference, not a fast path, so the reference backend convolves by im2col.
 """
+
+
+def batch_norm_relu_forward(x_rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, one row per pixel; the others are ``(C,)``."""
+    return np.maximum((x_rows - mean) * scale + shift, 0).astype(x_rows.dtype, copy=False)
+
+
+def batch_norm_relu_sums(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: np.ndarray, mean: np.ndarray,
+                         inv_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, in float64: ``Σ g'`` and ``Σ g' · x̂`` with ``g' = g · [y > 0]`` and ``x̂ = (x − mean) · inv_std``."""
+    g_masked = (grad_rows * (y_rows > 0)).astype(np.float64)
+    x_hat = (x_rows - mean).astype(np.float64) * inv_std
+    return g_masked.sum(axis=0), (g_masked * x_hat).sum(axis=0)
+
+
+def batch_norm_relu_backward(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: np.ndarray, mean: np.ndarray,
+                             inv_std: np.ndarray, mean_g: np.ndarray, mean_gx: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` (the batch-norm backward of the ReLU's masked gradient ``g'``)."""
+    g_masked = grad_rows * (y_rows > 0)
+    x_hat = (x_rows - mean) * inv_std
+    return (scale * (g_masked - mean_g - x_hat * mean_gx)).astype(grad_rows.dtype, copy=False)

@@ -546,6 +546,23 @@ class BatchNormFunction(Function):
         return tuple(grads)
 
 
+# When batch_norm(..., relu=True) runs as one op: "auto" (on a backend with
+# compiled kernels, FAST_BATCH_NORM_RELU), "always" (tests), or "never".  The
+# NumPy reference kernels are written to be read, with float64 sums: on the
+# numpy backend they ran 1.7x slower than the two ops composed, so that
+# backend keeps the two ops.
+FUSE_BATCH_NORM_RELU = "auto"
+
+
+def fuses_batch_norm_relu(x: np.ndarray) -> bool:
+    """Whether training-mode ``batch_norm(x, relu=True)`` runs as ``BatchNormReLUFunction`` (``FUSE_BATCH_NORM_RELU``)."""
+    if FUSE_BATCH_NORM_RELU not in ("auto", "always", "never"):
+        raise ValueError(f"FUSE_BATCH_NORM_RELU must be 'auto', 'always' or 'never', got {FUSE_BATCH_NORM_RELU!r}")
+    if FUSE_BATCH_NORM_RELU == "never" or pixel_rows(x) is None:
+        return False
+    return FUSE_BATCH_NORM_RELU == "always" or kernels.fast_batch_norm_relu()
+
+
 def pixel_rows(x: np.ndarray) -> np.ndarray | None:
     """``x (N, C)`` as itself, or channels-last ``x (N, C, H, W)`` as its ``(N·H·W, C)`` view; None otherwise."""
     if x.ndim == 2 and x.flags.c_contiguous:
@@ -668,7 +685,8 @@ def batch_norm(
     normalises with the running statistics, a fixed affine map.
     ``weight`` (the scale γ) and ``bias`` (the shift β) are ``(C,)`` or None.
     ``relu=True`` returns ``relu(batch_norm(x))``; in training, on ``(N, C)``
-    or channels-last input, as one op (``BatchNormReLUFunction``).
+    or channels-last input and a compiled backend, as one op
+    (``BatchNormReLUFunction``, ``fuses_batch_norm_relu``).
     """
     check_float(x, "batch_norm input")
     if x.ndim not in (2, 4):
@@ -683,7 +701,7 @@ def batch_norm(
         if count < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {tuple(x.shape)}")
         mean, var = channel_mean_var(x.data)
-        if relu and pixel_rows(x.data) is not None and all(t is None or t.dtype == x.dtype for t in (weight, bias)):
+        if relu and fuses_batch_norm_relu(x.data) and all(t is None or t.dtype == x.dtype for t in (weight, bias)):
             out = BatchNormReLUFunction.apply(x, weight, bias, eps, mean, var)  # relu(batch_norm(x)) as one op
         else:
             out = BatchNormFunction.apply(x, weight, bias, eps, mean, var)  # a None weight or bias is simply not an input

@@ -191,6 +191,12 @@ def channels_last(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if values.ndim == 4 else values
 
 
+@pytest.fixture(autouse=True)
+def fuse_on_every_backend(monkeypatch):
+    """The one-op batch-norm + ReLU runs wherever its input allows, the numpy backend's reference kernels included."""
+    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "always")
+
+
 def batch_norm_relu_both_ways(x, weight, bias, upstream, fused):
     """Values, gradients and running statistics of relu(batch_norm(x)): one op, or the two ops composed."""
     tensors = [mt.Tensor(x, requires_grad=True)] + [None if v is None else mt.Tensor(v, requires_grad=True) for v in (weight, bias)]
@@ -246,3 +252,17 @@ def test_planar_input_and_evaluation_mode_compose_the_two_ops():
     assert out._node.function is not F.BatchNormReLUFunction and out.data.min() >= 0
     evaluation = F.batch_norm(mt.Tensor(x), np.zeros(3), np.ones(3), None, None, training=False, relu=True)
     np.testing.assert_allclose(evaluation.data, np.maximum(x / np.sqrt(1 + 1e-5), 0), rtol=1e-12)
+
+
+def test_auto_fuses_on_compiled_backends_only(monkeypatch):
+    from minimtl import kernels
+
+    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "auto")
+    x = channels_last(random_array((2, 3, 4, 4), 1))
+    assert F.fuses_batch_norm_relu(x) == (kernels.backend_name() != "numpy")
+    assert not F.fuses_batch_norm_relu(np.ascontiguousarray(x))  # planar: never
+    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "never")
+    assert not F.fuses_batch_norm_relu(x)
+    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "sometimes")
+    with pytest.raises(ValueError, match="FUSE_BATCH_NORM_RELU"):
+        F.fuses_batch_norm_relu(x)

@@ -4,8 +4,9 @@ Backends, each a module with the same functions (``im2col``, ``col2im``,
 ``max_pool2d_forward``, ``max_pool2d_backward``, ``shifted_matmul``,
 ``shifted_matmul_grad_weights``, ``batch_norm_relu_forward``,
 ``batch_norm_relu_sums``, ``batch_norm_relu_backward``; see ``numpy_backend``
-for their exact contract) and a flag ``FAST_SHIFTED_MATMUL`` that tells convolutions whether
-the backend's shifted products beat im2col:
+for their exact contract) and flags ``FAST_SHIFTED_MATMUL`` and ``FAST_BATCH_NORM_RELU`` that
+tell the layers whether the backend's shifted products and fused batch-norm +
+ReLU beat the NumPy ways (im2col, two ops):
 
 ``cython``
     loops compiled by ``setup.py`` from ``kernels/cython_kernels.pyx``, OpenMP
@@ -121,6 +122,11 @@ def batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std):
 
 def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale):
     return _current.batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale)
+
+
+def fast_batch_norm_relu() -> bool:
+    """Whether the backend in use has compiled batch-norm + ReLU kernels (``FAST_BATCH_NORM_RELU``)."""
+    return bool(getattr(_current, "FAST_BATCH_NORM_RELU", False))
 
 
 def fast_shifted_matmul() -> bool:

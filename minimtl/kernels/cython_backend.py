@@ -25,7 +25,8 @@ batch_norm_relu_forward = _backend.batch_norm_relu_forward
 batch_norm_relu_sums = _backend.batch_norm_relu_sums
 batch_norm_relu_backward = _backend.batch_norm_relu_backward
 FAST_SHIFTED_MATMUL = True
+FAST_BATCH_NORM_RELU = True
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
            "shifted_matmul_grad_weights", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
-           "FAST_SHIFTED_MATMUL"]
+           "FAST_SHIFTED_MATMUL", "FAST_BATCH_NORM_RELU"]

@@ -157,3 +157,10 @@ def batch_norm_relu_backward(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: 
     g_masked = grad_rows * (y_rows > 0)
     x_hat = (x_rows - mean) * inv_std
     return (scale * (g_masked - mean_g - x_hat * mean_gx)).astype(grad_rows.dtype, copy=False)
+
+FAST_BATCH_NORM_RELU = False
+"""Whether training-mode batch-norm + ReLU should run as one op on this backend.
+
+The ``batch_norm_relu_*`` functions above are the readable reference (float64
+sums); composed NumPy ops are faster here, so the reference backend keeps them.
+"""

@@ -257,6 +257,14 @@ class Conv2dFunction(Function):
         out = np.empty((n * oh * ow, f), dtype=dtype)  # Y, one row per output pixel
         out_images = out.reshape(n, oh, ow, f)
         method = conv_method(c, (kh, kw), stride, padding, (h, w))
+
+        def add_bias_and_relu(block: np.ndarray) -> None:
+            """In place on a chunk's output while it is in cache: ``+ bias``, then ``relu`` if asked."""
+            if bias is not None:
+                block += bias
+            if relu:
+                np.maximum(block, 0, out=block)
+
         if method == "shifted":
             grid = PaddedGrid((h, w), (kh, kw), padding)
             # W_ab = weight[:, :, a, b]ᵀ (C, F), one per tap, in the order of grid.offsets
@@ -268,12 +276,8 @@ class Conv2dFunction(Function):
                 start, stop = start_stop
                 rows = grid.rows(x[start:stop], dtype)
                 products = kernels.shifted_matmul(rows, taps, grid.offsets, grid.count(stop - start))
-                chunk = out_images[start:stop]
-                chunk[...] = grid.outputs(products, stop - start)
-                if bias is not None:
-                    chunk += bias
-                if relu:
-                    np.maximum(chunk, 0, out=chunk)
+                out_images[start:stop] = grid.outputs(products, stop - start)
+                add_bias_and_relu(out_images[start:stop])
         else:
             grid = None
             # W₂ᵀ (C·KH·KW, F), copied C-contiguous: with the transposed view OpenBLAS took 6 ms instead of
@@ -287,10 +291,7 @@ class Conv2dFunction(Function):
                 cols = kernels.im2col(x[start:stop], (kh, kw), stride, padding)  # (C·KH·KW, chunk·OH·OW)
                 rows = out[start * pixels : stop * pixels]
                 np.matmul(cols.T, weight_t, out=rows)
-                if bias is not None:
-                    rows += bias
-                if relu:
-                    np.maximum(rows, 0, out=rows)
+                add_bias_and_relu(rows)
 
         parallel.map_chunks(forward_chunk, bounds)
         ctx.save_for_backward(x, weight)
@@ -603,8 +604,8 @@ class BatchNormReLUFunction(Function):
         out = np.empty((x.shape[0],) + x.shape[2:] + (channels,), dtype=x.dtype)  # channels-last memory
         out_rows = out.reshape(rows, channels)
 
-        def forward_rows(part) -> None:
-            out_rows[part] = kernels.batch_norm_relu_forward(x_rows[part], mean, scale, shift)
+        def forward_rows(part) -> None:  # written in place: a slice of rows of a C-contiguous array is one
+            kernels.batch_norm_relu_forward(x_rows[part], mean, scale, shift, out=out_rows[part])
 
         parallel.elementwise(forward_rows, x_rows)
         ctx.save_for_backward(x, out, weight)
@@ -631,8 +632,8 @@ class BatchNormReLUFunction(Function):
         grad_rows = grad_x.reshape(rows, channels)
 
         def combine(part) -> None:
-            grad_rows[part] = kernels.batch_norm_relu_backward(g_rows[part], x_rows[part], y_rows[part], mean, inv_std,
-                                                               mean_g, mean_gx, scale)
+            kernels.batch_norm_relu_backward(g_rows[part], x_rows[part], y_rows[part], mean, inv_std, mean_g, mean_gx,
+                                             scale, out=grad_rows[part])
 
         parallel.elementwise(combine, x_rows)
         grads = [grad_x if x.ndim == 2 else grad_x.transpose(0, 3, 1, 2)]
@@ -701,6 +702,7 @@ def batch_norm(
         if count < 2:
             raise ValueError(f"batch_norm in training needs more than one value per channel, got input {tuple(x.shape)}")
         mean, var = channel_mean_var(x.data)
+        # The kernels work in one dtype: a γ or β of another dtype than x takes the two ops instead.
         if relu and fuses_batch_norm_relu(x.data) and all(t is None or t.dtype == x.dtype for t in (weight, bias)):
             out = BatchNormReLUFunction.apply(x, weight, bias, eps, mean, var)  # relu(batch_norm(x)) as one op
         else:

@@ -265,6 +265,26 @@ def test_batch_norm_relu_kernels_equal_reference(backend, dtype, rows, channels,
                  reference.batch_norm_relu_backward(grad, x, y, mean, inv_std, mean_g, mean_gx, scale), dtype)
 
 
+@pytest.mark.parametrize("name", ["numpy"] + FAST_BACKENDS)
+def test_batch_norm_relu_kernels_write_into_a_given_array(name):
+    """``out=``: the forward and the input gradient land in the caller's rows (a slice of a bigger array here)."""
+    module = reference if name == "numpy" else load_backend(name)
+    rng = np.random.default_rng(3)
+    x, grad = rng.standard_normal((10, 4)), rng.standard_normal((10, 4))
+    mean, shift, scale, inv_std = rng.standard_normal(4), rng.standard_normal(4), np.full(4, 2.0), np.full(4, 0.5)
+    y = reference.batch_norm_relu_forward(x, mean, scale, shift)
+    target = np.full((14, 4), -7.0)
+    assert module.batch_norm_relu_forward(x, mean, scale, shift, out=target[2:12]) is not None
+    np.testing.assert_allclose(target[2:12], y, rtol=1e-12)
+    assert (target[:2] == -7).all() and (target[12:] == -7).all()
+    expected = reference.batch_norm_relu_backward(grad, x, y, mean, inv_std, shift, mean, scale)
+    module.batch_norm_relu_backward(grad, x, y, mean, inv_std, shift, mean, scale, out=target[4:14])
+    np.testing.assert_allclose(target[4:14], expected, rtol=1e-12)
+    if name != "numpy":
+        with pytest.raises(ValueError, match="out must be"):
+            module.batch_norm_relu_forward(x, mean, scale, shift, out=np.empty((10, 4), np.float32))
+
+
 def test_shifted_matmul_reference_is_the_sum_of_shifted_products():
     """The reference itself, on numbers small enough to check by hand."""
     rows = np.arange(8.0).reshape(4, 2)  # rows [0 1], [2 3], [4 5], [6 7]

@@ -112,16 +112,16 @@ def shifted_matmul_grad_weights(rows, grad, offsets):
     return _current.shifted_matmul_grad_weights(rows, grad, offsets)
 
 
-def batch_norm_relu_forward(x_rows, mean, scale, shift):
-    return _current.batch_norm_relu_forward(x_rows, mean, scale, shift)
+def batch_norm_relu_forward(x_rows, mean, scale, shift, out=None):
+    return _current.batch_norm_relu_forward(x_rows, mean, scale, shift, out)
 
 
 def batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std):
     return _current.batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std)
 
 
-def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale):
-    return _current.batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale)
+def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale, out=None):
+    return _current.batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale, out)
 
 
 def fast_batch_norm_relu() -> bool:

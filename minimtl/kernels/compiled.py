@@ -133,6 +133,16 @@ def _check_rows(rows: Sequence[np.ndarray], vectors: Sequence[np.ndarray]):
     return ([np.ascontiguousarray(a, dtype=dtype) for a in rows], [np.ascontiguousarray(v, dtype=dtype) for v in vectors])
 
 
+def _output_rows(out: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """``out`` if it is a C-contiguous array of ``like``'s shape and dtype to write into; a new one if None."""
+    if out is None:
+        return np.empty_like(like)
+    if not isinstance(out, np.ndarray) or out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"batch_norm_relu: out must be a C-contiguous {like.dtype} array of shape {like.shape}, got "
+                         f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+    return out
+
+
 class CompiledBackend(SimpleNamespace):
     """The contract functions, running the loops of ``loops``.
 
@@ -198,10 +208,10 @@ class CompiledBackend(SimpleNamespace):
         self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, shifted_tile_rows(rows.shape[1], grad.shape[1]))
         return result
 
-    def batch_norm_relu_forward(self, x_rows: np.ndarray, mean, scale, shift) -> np.ndarray:
-        """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``."""
+    def batch_norm_relu_forward(self, x_rows: np.ndarray, mean, scale, shift, out: np.ndarray | None = None) -> np.ndarray:
+        """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, written into ``out`` if given."""
         (x_rows,), (mean, scale, shift) = _check_rows([x_rows], [mean, scale, shift])
-        y = np.empty_like(x_rows)
+        y = _output_rows(out, x_rows)
         self.loops.batch_norm_relu_forward(x_rows, mean, scale, shift, y)
         return y
 
@@ -212,11 +222,12 @@ class CompiledBackend(SimpleNamespace):
         self.loops.batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std, sum_g, sum_gx)
         return sum_g, sum_gx
 
-    def batch_norm_relu_backward(self, grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale) -> np.ndarray:
-        """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` for pixel rows ``(M, C)``."""
+    def batch_norm_relu_backward(self, grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale,
+                                 out: np.ndarray | None = None) -> np.ndarray:
+        """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` for pixel rows ``(M, C)``, written into ``out`` if given."""
         (grad_rows, x_rows, y_rows), vectors = _check_rows([grad_rows, x_rows, y_rows],
                                                            [mean, inv_std, mean_g, mean_gx, scale])
-        grad_x = np.empty_like(x_rows)
+        grad_x = _output_rows(out, x_rows)
         self.loops.batch_norm_relu_backward(grad_rows, x_rows, y_rows, *vectors, grad_x)
         return grad_x
 

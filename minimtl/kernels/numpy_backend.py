@@ -138,9 +138,21 @@ readable reference, not a fast path, so the reference backend convolves by im2co
 """
 
 
-def batch_norm_relu_forward(x_rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, one row per pixel; the others are ``(C,)``."""
-    return np.maximum((x_rows - mean) * scale + shift, 0).astype(x_rows.dtype, copy=False)
+def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``result``, or ``out`` holding it when the caller gave an array to write into."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def batch_norm_relu_forward(x_rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, one row per pixel; the others are ``(C,)``.
+
+    ``out``: an ``(M, C)`` array of ``x_rows``'s dtype to write ``y`` into (else a new one).
+    """
+    return _into(np.maximum((x_rows - mean) * scale + shift, 0).astype(x_rows.dtype, copy=False), out)
 
 
 def batch_norm_relu_sums(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: np.ndarray, mean: np.ndarray,
@@ -152,11 +164,15 @@ def batch_norm_relu_sums(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: np.n
 
 
 def batch_norm_relu_backward(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: np.ndarray, mean: np.ndarray,
-                             inv_std: np.ndarray, mean_g: np.ndarray, mean_gx: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` (the batch-norm backward of the ReLU's masked gradient ``g'``)."""
+                             inv_std: np.ndarray, mean_g: np.ndarray, mean_gx: np.ndarray, scale: np.ndarray,
+                             out: np.ndarray | None = None) -> np.ndarray:
+    """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` (the batch-norm backward of the ReLU's masked gradient ``g'``).
+
+    ``out``: an ``(M, C)`` array to write ``grad_x`` into (else a new one).
+    """
     g_masked = grad_rows * (y_rows > 0)
     x_hat = (x_rows - mean) * inv_std
-    return (scale * (g_masked - mean_g - x_hat * mean_gx)).astype(grad_rows.dtype, copy=False)
+    return _into((scale * (g_masked - mean_g - x_hat * mean_gx)).astype(grad_rows.dtype, copy=False), out)
 
 FAST_BATCH_NORM_RELU = False
 """Whether training-mode batch-norm + ReLU should run as one op on this backend.

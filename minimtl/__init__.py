@@ -6,7 +6,7 @@ Neural Networks for Efficient Classification of Face Attributes", IJE 36(11), 20
 A tour, in reading order:
     autograd.py       Tensor, Function, backward()
     ops.py            arithmetic, matmul, reshape, sum, exp/log, concat
-    kernels/          im2col, col2im and max-pool kernels (NumPy reference; Cython, Numba)
+    kernels/          im2col, col2im, max-pool, Winograd and batch-norm kernels (NumPy reference; Cython, Numba)
     functional.py     conv2d, max_pool2d, batch_norm, dropout, linear, prelu, softmax
     losses.py         Eq. (1) masked cross-entropy, Eq. (2) total loss with L2
     nn.py             Module, Conv2d, Linear, BatchNorm1d/2d, Dropout, ...
@@ -24,7 +24,9 @@ if memory.wanted():
 from minimtl.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor  # noqa: E402
 from minimtl.ops import concat  # noqa: E402
 from minimtl.serialization import load, save  # noqa: E402
+from minimtl import functional, losses, nn, optim  # noqa: E402  (mt.nn.Conv2d after `import minimtl as mt`)
 
 __version__ = "0.1.0"
 
-__all__ = ["Function", "Tensor", "as_tensor", "concat", "is_grad_enabled", "load", "no_grad", "save", "tensor"]
+__all__ = ["Function", "Tensor", "as_tensor", "concat", "functional", "is_grad_enabled", "load", "losses", "nn", "no_grad",
+           "optim", "save", "tensor"]

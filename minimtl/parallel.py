@@ -89,6 +89,16 @@ def _get_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def single_threaded_blas():
+    """A context in which the calling thread's BLAS calls run on that thread alone, while minimtl's workers are on.
+
+    With one worker (``set_threads(1)``) it does nothing: BLAS threading stays as it is.
+    """
+    if _threads < 2 or in_worker():
+        return nullcontext()
+    return _single_threaded_blas()
+
+
 def _single_threaded_blas():
     """A context in which BLAS runs on one thread (threadpoolctl; nothing if it is not installed)."""
     global _blas

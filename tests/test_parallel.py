@@ -59,6 +59,23 @@ def test_map_chunks_keeps_the_order_and_runs_on_the_workers_with_one_blas_thread
     assert not parallel.in_worker() and compiled.thread_count(64, 1 << 30) == 0  # the caller's own thread: default
 
 
+def test_single_threaded_blas_holds_the_calling_thread_to_one_blas_thread_while_workers_are_on(workers):
+    """Used before handing work to the workers: a threaded BLAS call leaves OpenBLAS's threads spinning on the cores."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+    before = blas_threads()
+    workers(2)
+    with parallel.single_threaded_blas():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
+    workers(1)  # one worker: BLAS threading as it is
+    with parallel.single_threaded_blas():
+        assert blas_threads() == before
+
+
 def test_one_worker_or_one_chunk_runs_on_the_calling_thread(workers):
     here = threading.current_thread().name
     workers(1)

@@ -1,12 +1,12 @@
-"""im2col against shifted products, layer by layer of BKNet, side by side in one run.
+"""im2col, shifted products and Winograd tiles, layer by layer of BKNet, side by side in one run.
 
 For each 3×3 "same" convolution of the Config C trunk at batch 128 (float32,
 channels-last input as the network produces it), times the forward pass under
-``no_grad`` and a forward + backward pass, once with
-``functional.CONV_METHOD = "im2col"`` and once with ``"shifted"``, in turns,
-``--rounds`` times, and prints the medians and the ratio im2col / shifted
-(above 1: shifted products are faster).  ``functional.conv_method``'s "auto"
-rule is read off this table.
+``no_grad`` and a forward + backward pass with each of
+``functional.CONV_METHOD = "im2col"``, ``"shifted"`` and ``"winograd"``, in
+turns, ``--rounds`` times, and prints the medians and each method's speed-up
+over im2col (above 1: faster).  ``functional.conv_method``'s "auto" rule is
+read off this table.
 
     python benchmarks/bench_conv_methods.py --rounds 5
 """
@@ -25,7 +25,7 @@ from minimtl.autograd import Tensor, no_grad
 # (input channels, filters, side) of the nine convolutions of BKNet's trunk
 BKNET_LAYERS = [(1, 32, 48), (32, 32, 48), (32, 64, 24), (64, 64, 24), (64, 128, 12), (128, 128, 12),
                 (128, 256, 6), (256, 256, 6), (256, 256, 6)]
-METHODS = ["im2col", "shifted"]
+METHODS = ["im2col", "shifted", "winograd"]
 
 
 def time_layer(x: np.ndarray, weight: np.ndarray, upstream: np.ndarray, method: str) -> tuple[float, float]:
@@ -51,9 +51,19 @@ def main(argv=None) -> None:
         kernels.set_backend(args.backend)
     print(f"backend {kernels.backend_name()}, {parallel.threads()} worker threads, batch {args.batch}, float32, "
           f"median of {args.rounds} rounds; auto = what conv_method picks")
-    print(f"{'layer':>22}  {'forward ms':>21}  {'ratio':>5}  {'forward+backward ms':>21}  {'ratio':>5}  auto")
+    print(f"{'':>15}  {'forward ms':^26}  {'forward + backward ms':^26}  {'speed-up over im2col':^26}")
+    print(f"{'layer':>15}  " + "  ".join(f"{m:>8}" for m in METHODS) + "  " + "  ".join(f"{m:>8}" for m in METHODS)
+          + "  " + "  ".join(f"{m + ' f/fb':>12}" for m in METHODS[1:]) + "  auto")
     rng = np.random.default_rng(0)
-    totals = {(m, part): 0.0 for m in METHODS for part in (0, 1)}
+    totals = {m: [0.0, 0.0] for m in METHODS}
+
+    def row(label: str, medians: dict, auto: str) -> str:
+        base = medians["im2col"]
+        return (f"{label:>15}  " + "  ".join(f"{medians[m][0]:8.1f}" for m in METHODS) + "  "
+                + "  ".join(f"{medians[m][1]:8.1f}" for m in METHODS) + "  "
+                + "  ".join(f"×{base[0] / medians[m][0]:4.2f}/×{base[1] / medians[m][1]:4.2f}" for m in METHODS[1:])
+                + f"  {auto}")
+
     for channels, filters, side in BKNET_LAYERS:
         x = rng.standard_normal((args.batch, side, side, channels)).astype(np.float32).transpose(0, 3, 1, 2)
         weight = (rng.standard_normal((filters, channels, 3, 3)) / np.sqrt(9 * channels)).astype(np.float32)
@@ -66,15 +76,12 @@ def main(argv=None) -> None:
                 samples[method].append(time_layer(x, weight, upstream, method))
         medians = {m: [statistics.median(s[part] for s in samples[m]) * 1000 for part in (0, 1)] for m in METHODS}
         for m in METHODS:
-            for part in (0, 1):
-                totals[(m, part)] += medians[m][part]
+            totals[m][0] += medians[m][0]
+            totals[m][1] += medians[m][1]
         F.CONV_METHOD = "auto"
         auto = F.conv_method(channels, (3, 3), (1, 1), ((1, 1), (1, 1)), (side, side))
-        (fi, bi), (fs, bs) = medians["im2col"], medians["shifted"]
-        print(f"{channels:>4} → {filters:<4} {side:>2}×{side:<2}     {fi:7.1f} vs {fs:7.1f}      ×{fi / fs:4.2f}  "
-              f"{bi:8.1f} vs {bs:8.1f}    ×{bi / bs:4.2f}  {auto}")
-    fi, fs, bi, bs = (totals[("im2col", 0)], totals[("shifted", 0)], totals[("im2col", 1)], totals[("shifted", 1)])
-    print(f"{'all nine':>22}     {fi:7.1f} vs {fs:7.1f}      ×{fi / fs:4.2f}  {bi:8.1f} vs {bs:8.1f}    ×{bi / bs:4.2f}")
+        print(row(f"{channels} → {filters} {side}×{side}", medians, auto))
+    print(row("all nine", totals, ""))
     F.CONV_METHOD = "auto"
 
 

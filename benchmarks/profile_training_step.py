@@ -4,8 +4,9 @@ Profiles training steps of ``minimtl.models.BKNet("C")`` at batch 128 with
 cProfile and groups the self time ("tottime") of each function:
 
 * the chunk functions of ``Conv2dFunction`` (``forward_chunk``,
-  ``backward_chunk``) own the im2col GEMMs (NumPy's ``@`` runs inside the
-  calling function) and the small copies around them,
+  ``backward_chunk``) own the im2col and Winograd GEMMs (NumPy's ``@`` runs
+  inside the calling function) and the small copies around them,
+* ``winograd_*`` are the Winograd tile and filter transforms,
 * ``shifted_matmul*`` are the BLAS products of the shifted-product convolutions,
 * the kernel functions (``im2col``, ``col2im``, pooling) are copying,
 * everything else by function name.
@@ -30,6 +31,7 @@ from bench_training_step import MinimtlEngine  # noqa: E402
 
 GROUPS = [  # (group, substrings of "file:function"), first match wins
     ("shifted products (BLAS)", ("shifted_matmul",)),
+    ("Winograd transforms", ("winograd",)),
     ("im2col / col2im (copying)", ("im2col", "col2im")),
     ("padded-grid copies", ("functional.py:rows", "functional.py:output_gradient_rows")),
     ("GEMM in the conv chunks, linear", ("Conv2dFunction", "forward_chunk", "backward_chunk", "MatMul")),

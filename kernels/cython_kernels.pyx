@@ -335,3 +335,176 @@ def batch_norm_relu_backward(const floating[:, ::1] grad, const floating[:, ::1]
                 g_masked = g_row[c]  # loaded first: GCC does not vectorise a load inside a condition
                 g_masked = g_masked if y_row[c] > 0 else 0
                 out_row[c] = scale_p[c] * (g_masked - mean_g_p[c] - (x_row[c] - mean_p[c]) * inv_std_p[c] * mean_gx_p[c])
+
+
+# ----------------------------------------------------------- Winograd tiles
+# F(2×2, 3×3): the matrices Bᵀ, G, Aᵀ are written out in ``numpy_backend.py``.
+# Here their products are spelled out as additions (every entry of Bᵀ and Aᵀ
+# is 0 or ±1), in two stages per tile (rows, then columns), a block of
+# ``LANES`` channels at a time.  Each stage is a loop over channels that reads
+# contiguous memory and writes contiguous memory; the stage between them goes
+# through a small array on the stack, which GCC knows aliases nothing, so the
+# loops vectorise (with both stages in one loop body, through 16 pointers into
+# one array, GCC gave up: too many possible overlaps to check at run time).
+# ``plane`` is the distance between the 16 planes ξ = 4a + b of the tile-domain arrays.
+DEF LANES = 64
+
+
+cdef inline void input_tile(const floating* d, Py_ssize_t row, Py_ssize_t channels, floating* out,
+                            Py_ssize_t plane) noexcept nogil:
+    """Write ``Bᵀ d B`` of the 4×4 tile at ``d`` (rows ``row`` apart, pixels ``channels`` apart) to ``out[ξ·plane + c]``."""
+    cdef floating t[4][4][LANES]
+    cdef Py_ssize_t start, width, c, q, a
+    cdef const floating* col
+    cdef floating* o
+    for start in range(0, channels, LANES):
+        width = min(LANES, channels - start)
+        for q in range(4):  # Bᵀ d, column q: rows d0 − d2, d1 + d2, d2 − d1, d1 − d3
+            col = d + q * channels + start
+            for c in range(width):
+                t[0][q][c] = col[c] - col[2 * row + c]
+                t[1][q][c] = col[row + c] + col[2 * row + c]
+                t[2][q][c] = col[2 * row + c] - col[row + c]
+                t[3][q][c] = col[row + c] - col[3 * row + c]
+        for a in range(4):  # (Bᵀ d) B, row a: the same four combinations along the row
+            o = out + 4 * a * plane + start
+            for c in range(width):
+                o[c] = t[a][0][c] - t[a][2][c]
+                o[plane + c] = t[a][1][c] + t[a][2][c]
+                o[2 * plane + c] = t[a][2][c] - t[a][1][c]
+                o[3 * plane + c] = t[a][1][c] - t[a][3][c]
+
+
+def winograd_input_transform(const floating[:, :, :, ::1] x, floating[:, :, ::1] tiles, int threads=0):
+    """``tiles (16, m·TH·TW, C)`` ← ``Bᵀ d B`` of every 4×4 tile ``d`` of ``x (m, 2·TH + 2, 2·TW + 2, C)``."""
+    cdef Py_ssize_t m = x.shape[0], th = (x.shape[1] - 2) // 2, tw = (x.shape[2] - 2) // 2
+    cdef Py_ssize_t channels = x.shape[3], row = x.shape[2] * x.shape[3], plane = tiles.shape[1] * tiles.shape[2]
+    cdef Py_ssize_t n, i, j
+    if m == 0 or channels == 0:
+        return
+    for n in prange(m, nogil=True, num_threads=team_size(threads)):
+        for i in range(th):
+            for j in range(tw):
+                input_tile(&x[n, 2 * i, 2 * j, 0], row, channels, &tiles[0, (n * th + i) * tw + j, 0], plane)
+
+
+cdef inline void output_tile(const floating* m, Py_ssize_t plane, Py_ssize_t features, floating* y,
+                             Py_ssize_t row) noexcept nogil:
+    """Write ``Aᵀ M A`` of the tile whose ``M[ξ]`` are at ``m[ξ·plane + f]`` to the 2×2 pixels at ``y`` (rows ``row`` apart)."""
+    cdef floating u[2][4][LANES]
+    cdef Py_ssize_t start, width, f, b, r
+    cdef const floating* col
+    cdef floating* o
+    for start in range(0, features, LANES):
+        width = min(LANES, features - start)
+        for b in range(4):  # Aᵀ M, column b: m0 + m1 + m2 and m1 − m2 − m3
+            col = m + b * plane + start
+            for f in range(width):
+                u[0][b][f] = col[f] + col[4 * plane + f] + col[8 * plane + f]
+                u[1][b][f] = col[4 * plane + f] - col[8 * plane + f] - col[12 * plane + f]
+        for r in range(2):  # (Aᵀ M) A, row r
+            o = y + r * row + start
+            for f in range(width):
+                o[f] = u[r][0][f] + u[r][1][f] + u[r][2][f]
+                o[features + f] = u[r][1][f] - u[r][2][f] - u[r][3][f]
+
+
+def winograd_output_transform(const floating[:, :, ::1] products, floating[:, :, :, ::1] y, int threads=0):
+    """``y (m, 2·TH, 2·TW, F)`` ← ``Aᵀ M A`` of every tile of ``products (16, m·TH·TW, F)``."""
+    cdef Py_ssize_t m = y.shape[0], th = y.shape[1] // 2, tw = y.shape[2] // 2, features = y.shape[3]
+    cdef Py_ssize_t row = y.shape[2] * features, plane = products.shape[1] * features
+    cdef Py_ssize_t n, i, j
+    if m == 0 or features == 0:
+        return
+    for n in prange(m, nogil=True, num_threads=team_size(threads)):
+        for i in range(th):
+            for j in range(tw):
+                output_tile(&products[0, (n * th + i) * tw + j, 0], plane, features, &y[n, 2 * i, 2 * j, 0], row)
+
+
+cdef inline void output_tile_grad(const floating* g, Py_ssize_t row, Py_ssize_t features, floating* out,
+                                  Py_ssize_t plane) noexcept nogil:
+    """Write ``A Ĝ Aᵀ`` of the 2×2 gradient at ``g`` (rows ``row`` apart) to ``out[ξ·plane + f]``."""
+    cdef floating w[2][4][LANES]
+    cdef Py_ssize_t start, width, f, r, b
+    cdef const floating* pixels
+    cdef floating* o
+    for start in range(0, features, LANES):
+        width = min(LANES, features - start)
+        for r in range(2):  # Ĝ Aᵀ, row r: g0, g0 + g1, g0 − g1, −g1
+            pixels = g + r * row + start
+            for f in range(width):
+                w[r][0][f] = pixels[f]
+                w[r][1][f] = pixels[f] + pixels[features + f]
+                w[r][2][f] = pixels[f] - pixels[features + f]
+                w[r][3][f] = -pixels[features + f]
+        for b in range(4):  # A (Ĝ Aᵀ), column b: the same combinations of the two rows
+            o = out + b * plane + start
+            for f in range(width):
+                o[f] = w[0][b][f]
+                o[4 * plane + f] = w[0][b][f] + w[1][b][f]
+                o[8 * plane + f] = w[0][b][f] - w[1][b][f]
+                o[12 * plane + f] = -w[1][b][f]
+
+
+def winograd_output_transform_grad(const floating[:, :, :, ::1] grad, floating[:, :, ::1] grad_products, int threads=0):
+    """``grad_products (16, m·TH·TW, F)`` ← ``A Ĝ Aᵀ`` of every 2×2 tile ``Ĝ`` of ``grad (m, 2·TH, 2·TW, F)``."""
+    cdef Py_ssize_t m = grad.shape[0], th = grad.shape[1] // 2, tw = grad.shape[2] // 2, features = grad.shape[3]
+    cdef Py_ssize_t row = grad.shape[2] * features, plane = grad_products.shape[1] * features
+    cdef Py_ssize_t n, i, j
+    if m == 0 or features == 0:
+        return
+    for n in prange(m, nogil=True, num_threads=team_size(threads)):
+        for i in range(th):
+            for j in range(tw):
+                output_tile_grad(&grad[n, 2 * i, 2 * j, 0], row, features, &grad_products[0, (n * th + i) * tw + j, 0], plane)
+
+
+cdef inline void input_tile_grad(const floating* v, Py_ssize_t plane, Py_ssize_t channels, floating* d,
+                                 Py_ssize_t row) noexcept nogil:
+    """Add ``B V̂ Bᵀ`` of the tile whose ``V̂[ξ]`` are at ``v[ξ·plane + c]`` onto the 4×4 pixels at ``d``."""
+    cdef floating t[4][4][LANES]
+    cdef Py_ssize_t start, width, c, b, p, k
+    cdef const floating* col
+    cdef floating* pixel
+    for start in range(0, channels, LANES):
+        width = min(LANES, channels - start)
+        for b in range(4):  # B V̂, column b: z0, z1 − z2 + z3, z1 + z2 − z0, −z3
+            col = v + b * plane + start
+            for c in range(width):
+                t[0][b][c] = col[c]
+                t[1][b][c] = col[4 * plane + c] - col[8 * plane + c] + col[12 * plane + c]
+                t[2][b][c] = col[4 * plane + c] + col[8 * plane + c] - col[c]
+                t[3][b][c] = -col[12 * plane + c]
+        for p in range(4):  # (B V̂) Bᵀ, row p: the same combinations along the row, added onto the pixels
+            for k in range(4):
+                pixel = d + p * row + k * channels + start
+                if k == 0:
+                    for c in range(width):
+                        pixel[c] += t[p][0][c]
+                elif k == 1:
+                    for c in range(width):
+                        pixel[c] += t[p][1][c] - t[p][2][c] + t[p][3][c]
+                elif k == 2:
+                    for c in range(width):
+                        pixel[c] += t[p][1][c] + t[p][2][c] - t[p][0][c]
+                else:
+                    for c in range(width):
+                        pixel[c] -= t[p][3][c]
+
+
+def winograd_input_transform_grad(const floating[:, :, ::1] grad_tiles, floating[:, :, :, ::1] grad_x, int threads=0):
+    """``grad_x (m, 2·TH + 2, 2·TW + 2, C)`` (zeroed by the caller) += ``B V̂ Bᵀ`` of every tile of ``grad_tiles (16, m·TH·TW, C)``.
+
+    Tiles overlap by two pixels, so one image's tiles run in order on one
+    thread; the threads take whole images.
+    """
+    cdef Py_ssize_t m = grad_x.shape[0], th = (grad_x.shape[1] - 2) // 2, tw = (grad_x.shape[2] - 2) // 2
+    cdef Py_ssize_t channels = grad_x.shape[3], row = grad_x.shape[2] * channels, plane = grad_tiles.shape[1] * channels
+    cdef Py_ssize_t n, i, j
+    if m == 0 or channels == 0:
+        return
+    for n in prange(m, nogil=True, num_threads=team_size(threads)):
+        for i in range(th):
+            for j in range(tw):
+                input_tile_grad(&grad_tiles[0, (n * th + i) * tw + j, 0], plane, channels, &grad_x[n, 2 * i, 2 * j, 0], row)

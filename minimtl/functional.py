@@ -106,9 +106,10 @@ def conv_chunk_size(x_shape: tuple[int, ...], kernel: tuple[int, int], out_hw: t
     return max(1, min(int(x_shape[0]), budget // max(per_image, 1)))
 
 
-# How Conv2dFunction computes a layer: "auto" (see conv_method), or "im2col" or
-# "shifted" everywhere it can (tests and benchmarks compare the two).
+# How Conv2dFunction computes a layer: "auto" (see conv_method), or "im2col",
+# "shifted" or "winograd" everywhere it can (tests and benchmarks compare them).
 CONV_METHOD = "auto"
+CONV_METHODS = ("auto", "im2col", "shifted", "winograd")
 
 # "auto" takes shifted products when the layer has at least this many input
 # channels (each product's inner dimension is C: with fewer, BLAS runs far below
@@ -119,6 +120,17 @@ CONV_METHOD = "auto"
 # columns are small anyway.
 SHIFTED_MIN_CHANNELS = 16
 SHIFTED_MAX_WASTE = 1.25
+
+# "auto" takes Winograd tiles for 3×3 layers with at least this many input
+# channels (each of the 16 products per tile position has C as inner dimension).
+WINOGRAD_MIN_CHANNELS = 16
+# ... and at least this many tiles in the batch: transforming the filters costs
+# about as much as transforming a few tiles per filter, and has to pay off.
+WINOGRAD_MIN_TILES = 64
+
+# Bytes of Winograd-domain values (16 per tile and channel, the larger of C and
+# F) one chunk of a Winograd convolution holds.
+WINOGRAD_CHUNK_BYTES = 2 * 2**20
 
 # Bytes of padded grid (rows of max(C, F) values) one chunk of a shifted-product
 # convolution holds: a few images, so a chunk's rows stay in the second-level cache.
@@ -186,18 +198,91 @@ class PaddedGrid:
         return rows
 
 
-def conv_method(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding, size_hw: tuple[int, int]) -> str:
-    """``"shifted"`` or ``"im2col"``: how ``Conv2dFunction`` computes a layer (``CONV_METHOD``, and for "auto" the rule above it).
+class WinogradTiles:
+    """A 3×3, stride-1 convolution as Winograd's F(2×2, 3×3): 2×2 output pixels from each 4×4 input tile.
 
-    Shifted products (``PaddedGrid``) need stride 1; "auto" also wants a
-    backend with compiled ones (``kernels.fast_shifted_matmul()``).
+    The output ``OH × OW`` is covered by ``TH × TW = ⌈OH/2⌉ × ⌈OW/2⌉`` tiles of
+    2×2 pixels; tile ``(i, j)`` reads the 4×4 pixels of the zero-padded input
+    from ``(2i, 2j)``, so neighbouring tiles overlap by two.  The padded input
+    is a ``PaddedGrid`` whose bottom and right padding get one more zero row or
+    column when ``OH`` or ``OW`` is odd (the last tile's second output is then
+    computed and dropped).  With ``V = Bᵀ d B`` of every tile
+    (``kernels.winograd_input_transform``) and ``U = G g Gᵀ`` of every filter
+    (``winograd_filter_transform``) the output tile is ``Aᵀ M A`` with, for
+    each of the 16 positions ξ of a tile, one matrix product over channels
+    ``M[ξ] = V[ξ] @ U[ξ]`` (``kernels.winograd_output_transform``): 16
+    products of ``(tiles, C) @ (C, F)``, which is 16/36 of the multiplications
+    of a direct convolution.  ``numpy_backend`` writes out the matrices
+    ``Bᵀ``, ``G`` and ``Aᵀ``.
     """
+
+    def __init__(self, size_hw: tuple[int, int], padding) -> None:
+        (h, w), ((top, bottom), (left, right)) = size_hw, padding
+        oh, ow = h + top + bottom - 2, w + left + right - 2
+        self.out_hw = (oh, ow)
+        self.tiles_hw = (-(-oh // 2), -(-ow // 2))
+        self.grid = PaddedGrid((h, w), (3, 3), ((top, bottom + oh % 2), (left, right + ow % 2)))
+        self.even = oh % 2 == 0 and ow % 2 == 0  # the tiles' outputs are exactly the layer's
+
+    def count(self, images: int) -> int:
+        """Tiles of ``images`` images: ``images·TH·TW``."""
+        return images * self.tiles_hw[0] * self.tiles_hw[1]
+
+    def padded(self, x: np.ndarray, dtype) -> np.ndarray:
+        """``x (m, C, H, W)`` → the zero-padded ``(m, 2·TH + 2, 2·TW + 2, C)``, channels last."""
+        return self.grid.pixels(self.grid.rows(x, dtype), x.shape[0])
+
+    def inputs(self, padded: np.ndarray) -> np.ndarray:
+        """The input pixels (not the padding) of ``padded (m, 2·TH + 2, 2·TW + 2, C)``: an ``(m, H, W, C)`` view."""
+        (h, w), top, left = self.grid.size, self.grid.top, self.grid.left
+        return padded[:, top : top + h, left : left + w]
+
+
+def winograd_filter_transform(weight: np.ndarray, dtype) -> np.ndarray:
+    """``U = G g Gᵀ`` of every filter: ``weight (F, C, 3, 3)`` → ``U (16, C, F)``, ``U[4a + b, c, f] = (G g_fc Gᵀ)[a, b]``.
+
+    Flattened, ``G g Gᵀ`` is one matrix ``G ⊗ G (16, 9)`` (Kronecker product)
+    times the nine taps of ``g``: one product for all the filters at once.
+    """
+    f, c = weight.shape[:2]
+    g = kernels.numpy_backend.WINOGRAD_G
+    taps = np.ascontiguousarray(weight.reshape(f, c, 9).transpose(1, 0, 2), dtype=dtype).reshape(c * f, 9)
+    with parallel.single_threaded_blas():
+        return (np.kron(g, g).astype(dtype) @ taps.T).reshape(16, c, f)
+
+
+def winograd_filter_transform_grad(grad_u: np.ndarray) -> np.ndarray:
+    """The adjoint of ``winograd_filter_transform``: ``grad_u (16, C, F)`` → ``Gᵀ Ĝ G`` per filter, ``(F, C, 3, 3)``."""
+    _, c, f = grad_u.shape
+    g = kernels.numpy_backend.WINOGRAD_G
+    with parallel.single_threaded_blas():
+        taps = grad_u.reshape(16, c * f).T @ np.kron(g, g).astype(grad_u.dtype)  # (C·F, 9)
+    return taps.reshape(c, f, 3, 3).transpose(1, 0, 2, 3)
+
+
+def conv_method(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding, size_hw: tuple[int, int],
+                images: int | None = None) -> str:
+    """``"winograd"``, ``"shifted"`` or ``"im2col"``: how ``Conv2dFunction`` computes a layer.
+
+    ``CONV_METHOD`` chooses, and for "auto" the rules above it.  Shifted
+    products (``PaddedGrid``) need stride 1, Winograd tiles (``WinogradTiles``)
+    a 3×3 kernel with stride 1; a layer that cannot take the method asked for
+    takes im2col.  "auto" also wants a backend whose kernels for the method
+    are compiled (``kernels.fast_winograd()``, ``kernels.fast_shifted_matmul()``).
+    """
+    if CONV_METHOD not in CONV_METHODS:
+        raise ValueError(f"CONV_METHOD must be one of {CONV_METHODS}, got {CONV_METHOD!r}")
     if stride != (1, 1) or CONV_METHOD == "im2col":
         return "im2col"
+    winograd_fits = tuple(kernel) == (3, 3)
+    if CONV_METHOD == "winograd":
+        return "winograd" if winograd_fits else "im2col"
     if CONV_METHOD == "shifted":
         return "shifted"
-    if CONV_METHOD != "auto":
-        raise ValueError(f"CONV_METHOD must be 'auto', 'im2col' or 'shifted', got {CONV_METHOD!r}")
+    if winograd_fits and kernels.fast_winograd() and channels >= WINOGRAD_MIN_CHANNELS:
+        tiles = WinogradTiles(size_hw, padding)
+        if images is None or tiles.count(images) >= WINOGRAD_MIN_TILES:
+            return "winograd"
     grid = PaddedGrid(size_hw, kernel, padding)
     waste = grid.hp * grid.wp / (grid.out_hw[0] * grid.out_hw[1])
     if kernels.fast_shifted_matmul() and channels >= SHIFTED_MIN_CHANNELS and waste <= SHIFTED_MAX_WASTE:
@@ -256,7 +341,7 @@ class Conv2dFunction(Function):
         dtype = np.result_type(x.dtype, weight.dtype)
         out = np.empty((n * oh * ow, f), dtype=dtype)  # Y, one row per output pixel
         out_images = out.reshape(n, oh, ow, f)
-        method = conv_method(c, (kh, kw), stride, padding, (h, w))
+        method = conv_method(c, (kh, kw), stride, padding, (h, w), n)
 
         def add_bias_and_relu(block: np.ndarray) -> None:
             """In place on a chunk's output while it is in cache: ``+ bias``, then ``relu`` if asked."""
@@ -277,6 +362,22 @@ class Conv2dFunction(Function):
                 rows = grid.rows(x[start:stop], dtype)
                 products = kernels.shifted_matmul(rows, taps, grid.offsets, grid.count(stop - start))
                 out_images[start:stop] = grid.outputs(products, stop - start)
+                add_bias_and_relu(out_images[start:stop])
+        elif method == "winograd":
+            grid = WinogradTiles((h, w), padding)
+            u = winograd_filter_transform(weight, dtype)  # (16, C, F)
+            per_image = 16 * grid.count(1) * max(c, f) * dtype.itemsize
+            bounds = chunk_bounds(n, max(1, WINOGRAD_CHUNK_BYTES // per_image))
+
+            def forward_chunk(start_stop: tuple[int, int]) -> None:
+                start, stop = start_stop
+                tiles = kernels.winograd_input_transform(grid.padded(x[start:stop], dtype))  # V (16, tiles, C)
+                products = np.matmul(tiles, u)  # M[ξ] = V[ξ] @ U[ξ] (16, tiles, F)
+                if grid.even:  # the output tiles are exactly these images' rows of Y: written in place
+                    kernels.winograd_output_transform(products, grid.tiles_hw, out=out_images[start:stop])
+                else:
+                    y = kernels.winograd_output_transform(products, grid.tiles_hw)
+                    out_images[start:stop] = y[:, :oh, :ow]
                 add_bias_and_relu(out_images[start:stop])
         else:
             grid = None
@@ -313,7 +414,28 @@ class Conv2dFunction(Function):
         want_b = len(ctx.needs_grad) > 2 and ctx.needs_grad[2]
         grad_x = np.empty_like(x, dtype=g.dtype) if want_x else None  # keeps x's layout (channels-last stays so)
 
-        if grid is not None:
+        if isinstance(grid, WinogradTiles):
+            dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
+            u_t = np.ascontiguousarray(winograd_filter_transform(weight, dtype).transpose(0, 2, 1))  # U[ξ]ᵀ (16, F, C)
+            g_images = g.reshape(n, oh, ow, f)
+            th, tw = grid.tiles_hw
+
+            def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
+                """Writes the chunk's images of grad_x; returns its share of the gradient of U (16, C, F)."""
+                start, stop = start_stop
+                g_chunk = g_images[start:stop]
+                if not grid.even:  # the dropped outputs of the last tiles get zero gradient
+                    g_chunk = np.zeros((stop - start, 2 * th, 2 * tw, f), dtype=dtype)
+                    g_chunk[:, :oh, :ow] = g_images[start:stop]
+                grad_products = kernels.winograd_output_transform_grad(np.ascontiguousarray(g_chunk, dtype=dtype))
+                if want_x:  # grad V[ξ] = grad M[ξ] @ U[ξ]ᵀ, then back through the input transform
+                    grad_padded = kernels.winograd_input_transform_grad(np.matmul(grad_products, u_t), grid.tiles_hw)
+                    grad_x[start:stop] = grid.inputs(grad_padded).transpose(0, 3, 1, 2)
+                if want_w:  # grad U[ξ] = V[ξ]ᵀ @ grad M[ξ]
+                    tiles = kernels.winograd_input_transform(grid.padded(x[start:stop], dtype))
+                    return np.matmul(tiles.transpose(0, 2, 1), grad_products)
+                return None
+        elif grid is not None:
             dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
             taps_t = np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(-1, f, c), dtype=dtype)  # W_abᵀ (F, C)
             g_images = g.reshape(n, oh, ow, f)
@@ -347,7 +469,9 @@ class Conv2dFunction(Function):
         grad_w = None
         if want_w:  # added in chunk order, whichever thread computed which: the same bits every run
             total = parallel.add_in_order(shares)
-            if grid is not None:  # (KH·KW, C, F) → (F, C, KH, KW)
+            if isinstance(grid, WinogradTiles):  # grad U (16, C, F) → (F, C, 3, 3)
+                grad_w = winograd_filter_transform_grad(total)
+            elif grid is not None:  # (KH·KW, C, F) → (F, C, KH, KW)
                 grad_w = total.reshape(kernel[0], kernel[1], c, f).transpose(3, 2, 0, 1)
             else:  # grad_W₂ᵀ (C·KH·KW, F) → (F, C, KH, KW)
                 grad_w = total.T.reshape(weight.shape)

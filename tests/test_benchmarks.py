@@ -23,8 +23,10 @@ def test_bench_conv_methods_prints_every_layer_and_restores_the_method(capsys):
 
     bench_conv_methods.main(["--batch", "2", "--rounds", "1"])
     out = capsys.readouterr().out
-    assert out.count(" vs ") == 2 * (len(bench_conv_methods.BKNET_LAYERS) + 1)  # forward and both passes, + the total
-    assert "all nine" in out
+    rows = [line for line in out.splitlines() if "/×" in line]  # one per layer, and the total
+    assert len(rows) == len(bench_conv_methods.BKNET_LAYERS) + 1
+    assert all(line.count("/×") == len(bench_conv_methods.METHODS) - 1 for line in rows)  # ×forward/×both, per method
+    assert "all nine" in rows[-1] and rows[0].rstrip().endswith("im2col")  # the first layer: one channel
     assert F.CONV_METHOD == "auto"
 
 

@@ -30,9 +30,10 @@ def direct_conv2d(x, weight, bias, stride, padding):
     return out
 
 
-@pytest.fixture(params=["im2col", "shifted"])
+@pytest.fixture(params=["im2col", "shifted", "winograd"])
 def method(request, monkeypatch):
-    """Each test once with im2col and once with shifted products (which fall back to im2col at strides above 1)."""
+    """Each test with im2col, shifted products (which fall back to im2col at strides above 1) and Winograd tiles
+    (which fall back to im2col unless the kernel is 3×3 and the stride 1)."""
     monkeypatch.setattr(F, "CONV_METHOD", request.param)
     return request.param
 
@@ -51,6 +52,41 @@ def test_conv2d_matches_direct_convolution_and_its_gradients_check(method, g, wi
         gradcheck(lambda a, b, c: F.conv2d(a, b, c, stride, padding), [x, weight, bias])
     else:
         gradcheck(lambda a, b: F.conv2d(a, b, None, stride, padding), [x, weight])
+
+
+@settings(**settings_fast)
+@given(n=st.integers(1, 2), c=st.integers(1, 3), f=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), relu=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 2**16))
+def test_winograd_tiles_give_the_definition_and_their_gradients_check(n, c, f, h, w, pads, relu, channels_last, seed):
+    """3×3, stride 1, every padding (asymmetric too): odd output sizes make the last tiles half outside the output."""
+    top, bottom, left, right = pads
+    if h + top + bottom < 3 or w + left + right < 3:
+        return  # the kernel does not fit: conv2d refuses such input (test_bad_inputs_name_the_problem)
+    padding = ((top, bottom), (left, right))
+    x = random_array((n, c, h, w), seed)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    weight, bias = random_array((f, c, 3, 3), seed + 1), random_array((f,), seed + 2)
+    previous, F.CONV_METHOD = F.CONV_METHOD, "winograd"
+    try:
+        assert F.conv_method(c, (3, 3), (1, 1), padding, (h, w)) == "winograd"
+        out = F.Conv2dFunction.apply(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias), (1, 1), padding, relu)
+        expected = direct_conv2d(x, weight, bias, (1, 1), padding)
+        np.testing.assert_allclose(out.data, np.maximum(expected, 0) if relu else expected, rtol=1e-10, atol=1e-10)
+        gradcheck(lambda a, b, d: F.Conv2dFunction.apply(a, b, d, (1, 1), padding, relu), [x, weight, bias])
+    finally:
+        F.CONV_METHOD = previous
+
+
+def test_winograd_filter_transform_is_g_times_filter_times_g_transposed_and_its_adjoint():
+    rng = np.random.default_rng(7)
+    weight, grad_u = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((16, 2, 3))
+    g = mt.kernels.numpy_backend.WINOGRAD_G
+    u = F.winograd_filter_transform(weight, np.float64)
+    assert u.shape == (16, 2, 3)
+    np.testing.assert_allclose(u[:, 1, 2].reshape(4, 4), g @ weight[2, 1] @ g.T, rtol=1e-12)
+    np.testing.assert_allclose(np.vdot(u, grad_u), np.vdot(weight, F.winograd_filter_transform_grad(grad_u)), rtol=1e-12)
+    assert F.winograd_filter_transform(weight.astype(np.float32), np.float32).dtype == np.float32
 
 
 @pytest.mark.parametrize("size,stride", [(7, 1), (7, 2), (8, 2), (5, 3)])

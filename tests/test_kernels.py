@@ -265,6 +265,65 @@ def test_batch_norm_relu_kernels_equal_reference(backend, dtype, rows, channels,
                  reference.batch_norm_relu_backward(grad, x, y, mean, inv_std, mean_g, mean_gx, scale), dtype)
 
 
+# ---------------------------------------------------------- Winograd tiles
+@st.composite
+def winograd_cases(draw):
+    """(images m, tiles TH, TW, channels C, features F, seed); C and F around the compiled loops' 64-channel blocks."""
+    widths = st.sampled_from([1, 2, 3, 16, 63, 64, 65, 256])
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(widths), draw(widths),
+            draw(st.integers(0, 2**32 - 1)))
+
+
+@EXAMPLES
+@given(case=winograd_cases())
+def test_winograd_transforms_equal_reference(backend, dtype, case):
+    """The four tile transforms, from padded images to the tile domain and back, and their gradients."""
+    m, th, tw, channels, features, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, 2 * th + 2, 2 * tw + 2, channels)).astype(dtype)
+    products = rng.standard_normal((16, m * th * tw, features)).astype(dtype)
+    grad = rng.standard_normal((m, 2 * th, 2 * tw, features)).astype(dtype)
+    grad_tiles = rng.standard_normal((16, m * th * tw, channels)).astype(dtype)
+    assert_close(backend.winograd_input_transform(x), reference.winograd_input_transform(x), dtype)
+    assert_close(backend.winograd_output_transform(products, (th, tw)),
+                 reference.winograd_output_transform(products, (th, tw)), dtype)
+    assert_close(backend.winograd_output_transform_grad(grad), reference.winograd_output_transform_grad(grad), dtype)
+    assert_close(backend.winograd_input_transform_grad(grad_tiles, (th, tw)),
+                 reference.winograd_input_transform_grad(grad_tiles, (th, tw)), dtype)
+
+
+@pytest.mark.parametrize("name", ["numpy"] + FAST_BACKENDS)
+def test_winograd_output_transform_writes_into_a_given_array(name):
+    module = reference if name == "numpy" else load_backend(name)
+    products = np.random.default_rng(4).standard_normal((16, 2 * 3 * 2, 5))
+    target = np.full((4, 6, 4, 5), -7.0)
+    module.winograd_output_transform(products, (3, 2), out=target[1:3])
+    np.testing.assert_allclose(target[1:3], reference.winograd_output_transform(products, (3, 2)), rtol=1e-12)
+    assert (target[0] == -7).all() and (target[3] == -7).all()
+
+
+def test_winograd_reference_gradients_are_the_adjoints_of_the_transforms():
+    """⟨T x, y⟩ = ⟨x, Tᵀ y⟩ for the input and the output transform: what makes them each other's backward."""
+    rng = np.random.default_rng(5)
+    x, v = rng.standard_normal((2, 8, 6, 3)), rng.standard_normal((16, 2 * 3 * 2, 3))
+    np.testing.assert_allclose(np.vdot(reference.winograd_input_transform(x), v),
+                               np.vdot(x, reference.winograd_input_transform_grad(v, (3, 2))), rtol=1e-12)
+    products, y = rng.standard_normal((16, 2 * 3 * 2, 4)), rng.standard_normal((2, 6, 4, 4))
+    np.testing.assert_allclose(np.vdot(reference.winograd_output_transform(products, (3, 2)), y),
+                               np.vdot(products, reference.winograd_output_transform_grad(y)), rtol=1e-12)
+
+
+def test_winograd_reference_is_a_3_tap_filter_on_one_tile():
+    """One 4×4 tile of one channel, one filter: Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A is the 2×2 cross-correlation of d with g."""
+    rng = np.random.default_rng(6)
+    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    u = reference.WINOGRAD_G @ g @ reference.WINOGRAD_G.T
+    v = reference.winograd_input_transform(d.reshape(1, 4, 4, 1))  # (16, 1, 1)
+    y = reference.winograd_output_transform(v * u.reshape(16, 1, 1), (1, 1))[0, :, :, 0]
+    direct = [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(2)] for i in range(2)]
+    np.testing.assert_allclose(y, direct, rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["numpy"] + FAST_BACKENDS)
 def test_batch_norm_relu_kernels_write_into_a_given_array(name):
     """``out=``: the forward and the input gradient land in the caller's rows (a slice of a bigger array here)."""
@@ -325,6 +384,14 @@ def test_fast_kernels_reject_bad_input_clearly(backend):
         backend.shifted_matmul(rows.astype(np.int64), weights.astype(np.int64), [0, 1], 6)
     with pytest.raises(ValueError, match="non-negative"):
         backend.shifted_matmul_grad_weights(rows, np.zeros((6, 4), np.float32), [-1, 1])
+    with pytest.raises(ValueError, match=r"2·TH \+ 2"):
+        backend.winograd_input_transform(np.zeros((1, 5, 6, 2), np.float32))  # 5 rows: no whole number of tiles
+    with pytest.raises(ValueError, match=r"\(16, m·TH·TW, K\)"):
+        backend.winograd_output_transform(np.zeros((16, 7, 2), np.float32), (2, 2))  # 7 tiles are not m·2·2
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backend.winograd_output_transform_grad(np.zeros((1, 2, 2, 3), np.int32))
+    with pytest.raises(ValueError, match="out must be"):
+        backend.winograd_output_transform(np.zeros((16, 4, 2), np.float32), (2, 2), out=np.zeros((1, 4, 4, 2)))
     pixels, channel = np.zeros((5, 3), np.float32), np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="pixel rows"):
         backend.batch_norm_relu_sums(pixels, pixels[:4], pixels, channel, channel)

@@ -2,11 +2,13 @@
 
 Backends, each a module with the same functions (``im2col``, ``col2im``,
 ``max_pool2d_forward``, ``max_pool2d_backward``, ``shifted_matmul``,
-``shifted_matmul_grad_weights``, ``batch_norm_relu_forward``,
-``batch_norm_relu_sums``, ``batch_norm_relu_backward``; see ``numpy_backend``
-for their exact contract) and flags ``FAST_SHIFTED_MATMUL`` and ``FAST_BATCH_NORM_RELU`` that
-tell the layers whether the backend's shifted products and fused batch-norm +
-ReLU beat the NumPy ways (im2col, two ops):
+``shifted_matmul_grad_weights``, the four ``winograd_*`` tile transforms,
+``batch_norm_relu_forward``, ``batch_norm_relu_sums``,
+``batch_norm_relu_backward``; see ``numpy_backend`` for their exact contract)
+and flags ``FAST_WINOGRAD``, ``FAST_SHIFTED_MATMUL`` and
+``FAST_BATCH_NORM_RELU`` that tell the layers whether the backend's Winograd
+tiles, shifted products and fused batch-norm + ReLU beat the NumPy ways
+(im2col, two ops):
 
 ``cython``
     loops compiled by ``setup.py`` from ``kernels/cython_kernels.pyx``, OpenMP
@@ -112,6 +114,22 @@ def shifted_matmul_grad_weights(rows, grad, offsets):
     return _current.shifted_matmul_grad_weights(rows, grad, offsets)
 
 
+def winograd_input_transform(x):
+    return _current.winograd_input_transform(x)
+
+
+def winograd_output_transform(products, tiles_hw, out=None):
+    return _current.winograd_output_transform(products, tiles_hw, out)
+
+
+def winograd_output_transform_grad(grad):
+    return _current.winograd_output_transform_grad(grad)
+
+
+def winograd_input_transform_grad(grad_tiles, tiles_hw):
+    return _current.winograd_input_transform_grad(grad_tiles, tiles_hw)
+
+
 def batch_norm_relu_forward(x_rows, mean, scale, shift, out=None):
     return _current.batch_norm_relu_forward(x_rows, mean, scale, shift, out)
 
@@ -127,6 +145,11 @@ def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, m
 def fast_batch_norm_relu() -> bool:
     """Whether the backend in use has compiled batch-norm + ReLU kernels (``FAST_BATCH_NORM_RELU``)."""
     return bool(getattr(_current, "FAST_BATCH_NORM_RELU", False))
+
+
+def fast_winograd() -> bool:
+    """Whether the backend in use has compiled Winograd tile transforms that beat im2col (``FAST_WINOGRAD``)."""
+    return bool(getattr(_current, "FAST_WINOGRAD", False))
 
 
 def fast_shifted_matmul() -> bool:

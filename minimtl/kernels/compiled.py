@@ -117,6 +117,25 @@ def _check_shifted(rows, other, offsets, count: int):
     return np.ascontiguousarray(rows, dtype=dtype), np.ascontiguousarray(other, dtype=dtype), offsets
 
 
+def _check_tiled(x, overlap: int, name: str) -> np.ndarray:
+    """``x (m, 2·TH + overlap, 2·TW + overlap, C)`` with TH, TW ≥ 1, float, as a C-contiguous array."""
+    if not isinstance(x, np.ndarray) or x.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"{name} must be a float32 or float64 array, got {getattr(x, 'dtype', type(x))}")
+    if x.ndim != 4 or x.shape[1] < 2 + overlap or x.shape[2] < 2 + overlap or (x.shape[1] - overlap) % 2 or (x.shape[2] - overlap) % 2:
+        raise ValueError(f"{name} must have shape (m, 2·TH + {overlap}, 2·TW + {overlap}, C) with TH, TW ≥ 1, got {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _check_tile_domain(values, tiles_hw, name: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """``values (16, m·TH·TW, K)`` as a C-contiguous float array, and ``(m, TH, TW)``."""
+    if not isinstance(values, np.ndarray) or values.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"{name}: values must be a float32 or float64 array, got {getattr(values, 'dtype', type(values))}")
+    th, tw = (int(v) for v in tiles_hw)
+    if values.ndim != 3 or values.shape[0] != 16 or th < 1 or tw < 1 or values.shape[1] % (th * tw):
+        raise ValueError(f"{name}: values must have shape (16, m·TH·TW, K) for tiles {tiles_hw}, got {values.shape}")
+    return np.ascontiguousarray(values), (values.shape[1] // (th * tw), th, tw)
+
+
 def _check_rows(rows: Sequence[np.ndarray], vectors: Sequence[np.ndarray]):
     """Pixel-row arrays ``(M, C)`` of one shape and per-channel vectors ``(C,)``, all C-contiguous in one float dtype."""
     shape = getattr(rows[0], "shape", None)
@@ -207,6 +226,41 @@ class CompiledBackend(SimpleNamespace):
         result = np.zeros((len(offsets), rows.shape[1], grad.shape[1]), dtype=rows.dtype)
         self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, shifted_tile_rows(rows.shape[1], grad.shape[1]))
         return result
+
+    def winograd_input_transform(self, x: np.ndarray) -> np.ndarray:
+        """``x (m, 2·TH + 2, 2·TW + 2, C)`` (padded, channels last) → ``V (16, m·TH·TW, C)``."""
+        x = _check_tiled(x, 2, "winograd_input_transform input")
+        m, height, width, c = x.shape
+        tiles = np.empty((16, m * ((height - 2) // 2) * ((width - 2) // 2), c), dtype=x.dtype)
+        self.loops.winograd_input_transform(x, tiles, threads=thread_count(m, tiles.size))
+        return tiles
+
+    def winograd_output_transform(self, products: np.ndarray, tiles_hw, out: np.ndarray | None = None) -> np.ndarray:
+        """``products (16, m·TH·TW, F)`` → ``y (m, 2·TH, 2·TW, F)``, written into ``out`` if given."""
+        products, (m, th, tw) = _check_tile_domain(products, tiles_hw, "winograd_output_transform")
+        shape = (m, 2 * th, 2 * tw, products.shape[2])
+        if out is None:
+            out = np.empty(shape, dtype=products.dtype)
+        elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != products.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"winograd_output_transform: out must be a C-contiguous {products.dtype} array of shape {shape}, "
+                             f"got {getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+        self.loops.winograd_output_transform(products, out, threads=thread_count(m, out.size))
+        return out
+
+    def winograd_output_transform_grad(self, grad: np.ndarray) -> np.ndarray:
+        """``grad (m, 2·TH, 2·TW, F)`` → ``(16, m·TH·TW, F)``, the adjoint of ``winograd_output_transform``."""
+        grad = _check_tiled(grad, 0, "winograd_output_transform_grad input")
+        m, height, width, f = grad.shape
+        grad_products = np.empty((16, m * (height // 2) * (width // 2), f), dtype=grad.dtype)
+        self.loops.winograd_output_transform_grad(grad, grad_products, threads=thread_count(m, grad_products.size))
+        return grad_products
+
+    def winograd_input_transform_grad(self, grad_tiles: np.ndarray, tiles_hw) -> np.ndarray:
+        """``grad_tiles (16, m·TH·TW, C)`` → ``(m, 2·TH + 2, 2·TW + 2, C)``, the adjoint of ``winograd_input_transform``."""
+        grad_tiles, (m, th, tw) = _check_tile_domain(grad_tiles, tiles_hw, "winograd_input_transform_grad")
+        grad_x = np.zeros((m, 2 * th + 2, 2 * tw + 2, grad_tiles.shape[2]), dtype=grad_tiles.dtype)
+        self.loops.winograd_input_transform_grad(grad_tiles, grad_x, threads=thread_count(m, grad_tiles.size))
+        return grad_x
 
     def batch_norm_relu_forward(self, x_rows: np.ndarray, mean, scale, shift, out: np.ndarray | None = None) -> np.ndarray:
         """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, written into ``out`` if given."""

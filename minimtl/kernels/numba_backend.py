@@ -218,6 +218,130 @@ def shifted_matmul_grad_weights(rows, grad, offsets, result, tile):
             result[k] += part
 
 
+# Winograd F(2×2, 3×3): the products with Bᵀ and Aᵀ (entries 0, ±1; the matrices are in numpy_backend.py)
+# spelled out as additions, in two stages per tile (along columns, then rows), each a loop over channels
+# innermost that reads and writes contiguous memory; between the stages a small array, ``LANES`` channels
+# at a time, as in kernels/cython_kernels.pyx.
+LANES = 64
+
+
+@jit
+def winograd_input_transform(x, tiles):
+    """``tiles (16, m·TH·TW, C)`` ← ``Bᵀ d B`` of every 4×4 tile ``d`` of ``x (m, 2·TH + 2, 2·TW + 2, C)``."""
+    m, height, width, channels = x.shape
+    th, tw = (height - 2) // 2, (width - 2) // 2
+    for n in prange(m):
+        t = np.empty((4, 4, LANES), dtype=x.dtype)
+        for i in range(th):
+            for j in range(tw):
+                tile = (n * th + i) * tw + j
+                for start in range(0, channels, LANES):
+                    width_c = min(LANES, channels - start)
+                    for q in range(4):  # Bᵀ d, column q: d0 − d2, d1 + d2, d2 − d1, d1 − d3
+                        d0, d1 = x[n, 2 * i, 2 * j + q, start:], x[n, 2 * i + 1, 2 * j + q, start:]
+                        d2, d3 = x[n, 2 * i + 2, 2 * j + q, start:], x[n, 2 * i + 3, 2 * j + q, start:]
+                        for c in range(width_c):
+                            t[0, q, c] = d0[c] - d2[c]
+                            t[1, q, c] = d1[c] + d2[c]
+                            t[2, q, c] = d2[c] - d1[c]
+                            t[3, q, c] = d1[c] - d3[c]
+                    for a in range(4):  # (Bᵀ d) B, row a: the same four combinations along the row
+                        o0, o1 = tiles[4 * a, tile, start:], tiles[4 * a + 1, tile, start:]
+                        o2, o3 = tiles[4 * a + 2, tile, start:], tiles[4 * a + 3, tile, start:]
+                        for c in range(width_c):
+                            o0[c] = t[a, 0, c] - t[a, 2, c]
+                            o1[c] = t[a, 1, c] + t[a, 2, c]
+                            o2[c] = t[a, 2, c] - t[a, 1, c]
+                            o3[c] = t[a, 1, c] - t[a, 3, c]
+
+
+@jit
+def winograd_output_transform(products, y):
+    """``y (m, 2·TH, 2·TW, F)`` ← ``Aᵀ M A`` of every tile of ``products (16, m·TH·TW, F)``."""
+    m, height, width, features = y.shape
+    th, tw = height // 2, width // 2
+    for n in prange(m):
+        u = np.empty((2, 4, LANES), dtype=y.dtype)
+        for i in range(th):
+            for j in range(tw):
+                tile = (n * th + i) * tw + j
+                for start in range(0, features, LANES):
+                    width_f = min(LANES, features - start)
+                    for b in range(4):  # Aᵀ M, column b: m0 + m1 + m2 and m1 − m2 − m3
+                        m0, m1 = products[b, tile, start:], products[4 + b, tile, start:]
+                        m2, m3 = products[8 + b, tile, start:], products[12 + b, tile, start:]
+                        for f in range(width_f):
+                            u[0, b, f] = m0[f] + m1[f] + m2[f]
+                            u[1, b, f] = m1[f] - m2[f] - m3[f]
+                    for r in range(2):  # (Aᵀ M) A, row r
+                        y0, y1 = y[n, 2 * i + r, 2 * j, start:], y[n, 2 * i + r, 2 * j + 1, start:]
+                        for f in range(width_f):
+                            y0[f] = u[r, 0, f] + u[r, 1, f] + u[r, 2, f]
+                            y1[f] = u[r, 1, f] - u[r, 2, f] - u[r, 3, f]
+
+
+@jit
+def winograd_output_transform_grad(grad, grad_products):
+    """``grad_products (16, m·TH·TW, F)`` ← ``A Ĝ Aᵀ`` of every 2×2 tile ``Ĝ`` of ``grad (m, 2·TH, 2·TW, F)``."""
+    m, height, width, features = grad.shape
+    th, tw = height // 2, width // 2
+    for n in prange(m):
+        w = np.empty((2, 4, LANES), dtype=grad.dtype)
+        for i in range(th):
+            for j in range(tw):
+                tile = (n * th + i) * tw + j
+                for start in range(0, features, LANES):
+                    width_f = min(LANES, features - start)
+                    for r in range(2):  # Ĝ Aᵀ, row r: g0, g0 + g1, g0 − g1, −g1
+                        g0, g1 = grad[n, 2 * i + r, 2 * j, start:], grad[n, 2 * i + r, 2 * j + 1, start:]
+                        for f in range(width_f):
+                            w[r, 0, f] = g0[f]
+                            w[r, 1, f] = g0[f] + g1[f]
+                            w[r, 2, f] = g0[f] - g1[f]
+                            w[r, 3, f] = -g1[f]
+                    for b in range(4):  # A (Ĝ Aᵀ), column b: the same combinations of the two rows
+                        o0, o1 = grad_products[b, tile, start:], grad_products[4 + b, tile, start:]
+                        o2, o3 = grad_products[8 + b, tile, start:], grad_products[12 + b, tile, start:]
+                        for f in range(width_f):
+                            o0[f] = w[0, b, f]
+                            o1[f] = w[0, b, f] + w[1, b, f]
+                            o2[f] = w[0, b, f] - w[1, b, f]
+                            o3[f] = -w[1, b, f]
+
+
+@jit
+def winograd_input_transform_grad(grad_tiles, grad_x):
+    """``grad_x (m, 2·TH + 2, 2·TW + 2, C)`` (zeroed) += ``B V̂ Bᵀ`` of every tile of ``grad_tiles (16, m·TH·TW, C)``.
+
+    Tiles overlap, so one image's tiles run in order on one thread.
+    """
+    m, height, width, channels = grad_x.shape
+    th, tw = (height - 2) // 2, (width - 2) // 2
+    for n in prange(m):
+        t = np.empty((4, 4, LANES), dtype=grad_x.dtype)
+        for i in range(th):
+            for j in range(tw):
+                tile = (n * th + i) * tw + j
+                for start in range(0, channels, LANES):
+                    width_c = min(LANES, channels - start)
+                    for b in range(4):  # B V̂, column b: z0, z1 − z2 + z3, z1 + z2 − z0, −z3
+                        z0, z1 = grad_tiles[b, tile, start:], grad_tiles[4 + b, tile, start:]
+                        z2, z3 = grad_tiles[8 + b, tile, start:], grad_tiles[12 + b, tile, start:]
+                        for c in range(width_c):
+                            t[0, b, c] = z0[c]
+                            t[1, b, c] = z1[c] - z2[c] + z3[c]
+                            t[2, b, c] = z1[c] + z2[c] - z0[c]
+                            t[3, b, c] = -z3[c]
+                    for p in range(4):  # (B V̂) Bᵀ, row p, added onto the pixels
+                        x0, x1 = grad_x[n, 2 * i + p, 2 * j, start:], grad_x[n, 2 * i + p, 2 * j + 1, start:]
+                        x2, x3 = grad_x[n, 2 * i + p, 2 * j + 2, start:], grad_x[n, 2 * i + p, 2 * j + 3, start:]
+                        for c in range(width_c):
+                            x0[c] += t[p, 0, c]
+                            x1[c] += t[p, 1, c] - t[p, 2, c] + t[p, 3, c]
+                            x2[c] += t[p, 1, c] + t[p, 2, c] - t[p, 0, c]
+                            x3[c] -= t[p, 3, c]
+
+
 @serial_jit
 def batch_norm_relu_forward(x, mean, scale, shift, y):
     """``y = max(0, (x − mean) · scale + shift)`` for pixel rows ``x (M, C)``; one pass, single-threaded."""
@@ -259,6 +383,10 @@ _backend = CompiledBackend(SimpleNamespace(
     max_pool_backward_channels_last=max_pool_backward_channels_last,
     shifted_matmul=shifted_matmul,
     shifted_matmul_grad_weights=shifted_matmul_grad_weights,
+    winograd_input_transform=winograd_input_transform,
+    winograd_output_transform=winograd_output_transform,
+    winograd_output_transform_grad=winograd_output_transform_grad,
+    winograd_input_transform_grad=winograd_input_transform_grad,
     batch_norm_relu_forward=batch_norm_relu_forward,
     batch_norm_relu_sums=batch_norm_relu_sums,
     batch_norm_relu_backward=batch_norm_relu_backward,
@@ -270,12 +398,18 @@ max_pool2d_forward = _backend.max_pool2d_forward
 max_pool2d_backward = _backend.max_pool2d_backward
 shifted_matmul = _backend.shifted_matmul
 shifted_matmul_grad_weights = _backend.shifted_matmul_grad_weights
+winograd_input_transform = _backend.winograd_input_transform
+winograd_output_transform = _backend.winograd_output_transform
+winograd_output_transform_grad = _backend.winograd_output_transform_grad
+winograd_input_transform_grad = _backend.winograd_input_transform_grad
 batch_norm_relu_forward = _backend.batch_norm_relu_forward
 batch_norm_relu_sums = _backend.batch_norm_relu_sums
 batch_norm_relu_backward = _backend.batch_norm_relu_backward
 FAST_SHIFTED_MATMUL = True
+FAST_WINOGRAD = True
 FAST_BATCH_NORM_RELU = True
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
-           "shifted_matmul_grad_weights", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
-           "FAST_SHIFTED_MATMUL", "FAST_BATCH_NORM_RELU"]
+           "shifted_matmul_grad_weights", "winograd_input_transform", "winograd_output_transform",
+           "winograd_output_transform_grad", "winograd_input_transform_grad", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
+           "FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU"]

@@ -20,6 +20,11 @@ These kernels carry all the heavy lifting of convolution and pooling:
     a stride-1 convolution without a column matrix: a sum of matrix products
     of row blocks, each block shifted by one kernel tap (used by
     ``functional.Conv2dFunction`` where a layer suits it).
+``winograd_input_transform``, ``winograd_output_transform`` and their gradients
+    ``winograd_input_transform_grad``, ``winograd_output_transform_grad``:
+    the tile transforms of a 3×3, stride-1 convolution by Winograd's minimal
+    filtering F(2×2, 3×3), which needs 16 multiplications for 2×2 outputs
+    instead of 36 (used by ``functional.Conv2dFunction`` where a layer suits it).
 ``batch_norm_relu_forward``, ``batch_norm_relu_sums``, ``batch_norm_relu_backward``
     training-mode ``relu(batch_norm(x))`` on pixel rows ``(M, C)``: the
     forward, the two per-channel sums of its backward, and the input gradient
@@ -134,7 +139,100 @@ FAST_SHIFTED_MATMUL = False
 """Whether convolutions should prefer ``shifted_matmul`` over im2col on this backend.
 
 Here ``shifted_matmul`` makes a full-size product per kernel tap: it is the
-readable reference, not a fast path, so the reference backend convolves by im2col.
+readable reference, and the reference backend, the baseline, convolves by
+im2col.  (Measured, it would still beat this backend's im2col on the 48×48
+and 24×24 layers, forward + backward ×1.3–1.8, where NumPy's im2col is slow:
+``python benchmarks/bench_conv_methods.py --backend numpy``.)
+"""
+
+
+# Winograd's minimal filtering F(2, 3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+# CVPR 2016): two outputs of a 3-tap filter g over four inputs d are Aᵀ [(G g) ⊙ (Bᵀ d)], four
+# multiplications instead of six.  Nested along both axes, a 4×4 input tile d gives the 2×2 outputs
+#     Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A       (16 multiplications instead of 36).
+# Summed over input channels, the ⊙ becomes, for each of the 16 positions ξ of a tile, one matrix product
+# over channels: M[ξ] = V[ξ] @ U[ξ] with V = Bᵀ d B of every tile and U = G g Gᵀ of every filter.
+WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)  # Bᵀ (4, 4)
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)  # G (4, 3)
+WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)  # Aᵀ (2, 4)
+
+
+def _tile_counts(height: int, width: int, overlap: int) -> tuple[int, int]:
+    """Tiles per column and row of an image ``2·TH + overlap`` by ``2·TW + overlap`` pixels."""
+    th, tw = (height - overlap) // 2, (width - overlap) // 2
+    if th < 1 or tw < 1 or 2 * th + overlap != height or 2 * tw + overlap != width:
+        raise ValueError(f"Winograd tiles: an image of {height}×{width} is not 2·TH + {overlap} by 2·TW + {overlap} "
+                         f"pixels with TH, TW ≥ 1")
+    return th, tw
+
+
+def winograd_input_transform(x: np.ndarray) -> np.ndarray:
+    """``V = Bᵀ d B`` of every 4×4 tile ``d`` of ``x (m, 2·TH + 2, 2·TW + 2, C)`` → ``V (16, m·TH·TW, C)``.
+
+    ``x`` is a zero-padded image batch, channels last.  Tile ``t = (n·TH + i)·TW + j``
+    is ``x[n, 2i : 2i + 4, 2j : 2j + 4]``: neighbouring tiles overlap by two
+    pixels, and tile ``(i, j)`` gives output pixels ``2i, 2i + 1`` by ``2j, 2j + 1``.
+    ``V[4a + b, t, c] = (Bᵀ d B)[a, b]`` for channel ``c`` of tile ``t``.
+    """
+    m, height, width, c = x.shape
+    th, tw = _tile_counts(height, width, 2)
+    # d[p, q] (4, 4, m, TH, TW, C): pixel (p, q) of every tile, a strided view of x
+    d = np.stack([np.stack([x[:, p : p + 2 * th : 2, q : q + 2 * tw : 2] for q in range(4)]) for p in range(4)])
+    bt = WINOGRAD_BT.astype(x.dtype)
+    v = np.einsum("ap,pqmijc,bq->abmijc", bt, d, bt, optimize=True)
+    return np.ascontiguousarray(v.reshape(16, m * th * tw, c))
+
+
+def winograd_output_transform(products: np.ndarray, tiles_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """``Y = Aᵀ M A`` of every tile: ``products (16, m·TH·TW, F)`` → ``y (m, 2·TH, 2·TW, F)``.
+
+    ``products[4a + b, t]`` is ``M[a, b]`` of tile ``t`` (``V[ξ] @ U[ξ]``);
+    ``tiles_hw = (TH, TW)``.  ``out``: an array of that shape to write ``y`` into.
+    """
+    th, tw = tiles_hw
+    _, count, f = products.shape
+    m = count // (th * tw)
+    at = WINOGRAD_AT.astype(products.dtype)
+    y = np.einsum("ra,abmijf,sb->mirjsf", at, products.reshape(4, 4, m, th, tw, f), at, optimize=True)
+    return _into(y.reshape(m, 2 * th, 2 * tw, f), out)
+
+
+def winograd_output_transform_grad(grad: np.ndarray) -> np.ndarray:
+    """The adjoint of ``winograd_output_transform``: ``grad (m, 2·TH, 2·TW, F)`` → ``A G Aᵀ`` per tile, ``(16, m·TH·TW, F)``."""
+    m, height, width, f = grad.shape
+    th, tw = _tile_counts(height, width, 0)
+    at = WINOGRAD_AT.astype(grad.dtype)
+    g = grad.reshape(m, th, 2, tw, 2, f)
+    return np.ascontiguousarray(np.einsum("ra,mirjsf,sb->abmijf", at, g, at, optimize=True).reshape(16, m * th * tw, f))
+
+
+def winograd_input_transform_grad(grad_tiles: np.ndarray, tiles_hw: tuple[int, int]) -> np.ndarray:
+    """The adjoint of ``winograd_input_transform``: ``B Ĝ Bᵀ`` of every tile added back onto its pixels.
+
+    ``grad_tiles (16, m·TH·TW, C)`` → ``(m, 2·TH + 2, 2·TW + 2, C)``; where tiles
+    overlap, their shares add up.
+    """
+    th, tw = tiles_hw
+    _, count, c = grad_tiles.shape
+    m = count // (th * tw)
+    bt = WINOGRAD_BT.astype(grad_tiles.dtype)
+    d = np.einsum("ap,abmijc,bq->pqmijc", bt, grad_tiles.reshape(4, 4, m, th, tw, c), bt, optimize=True)
+    grad_x = np.zeros((m, 2 * th + 2, 2 * tw + 2, c), dtype=grad_tiles.dtype)
+    for p in range(4):
+        for q in range(4):
+            grad_x[:, p : p + 2 * th : 2, q : q + 2 * tw : 2] += d[p, q]
+    return grad_x
+
+
+FAST_WINOGRAD = False
+"""Whether 3×3 convolutions should prefer Winograd's F(2×2, 3×3) over im2col on this backend.
+
+The reference backend is the baseline the compiled ones are measured against
+(and tested against), so it convolves by plain im2col everywhere.  Its
+Winograd transforms are readable ``einsum``s; even so, they beat im2col on
+BKNet's 6×6 layers (forward + backward ×1.2–1.4 in
+``python benchmarks/bench_conv_methods.py --backend numpy``), and lose
+elsewhere (×0.1–0.9).
 """
 
 

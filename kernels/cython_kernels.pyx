@@ -155,17 +155,34 @@ def max_pool_forward_planar(const floating[:, :, :, ::1] x, floating[:, :, :, ::
 
 def max_pool_forward_channels_last(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, index_t[:, :, :, ::1] indices,
                                    int kh, int kw, int sh, int sw, int pad_top, int pad_left, int threads=0):
-    """Window maxima of ``x (N, H, W, C)`` into ``out``/``indices (N, OH, OW, C)``; same rules as the planar one."""
+    """Window maxima of ``x (N, H, W, C)`` into ``out``/``indices (N, OH, OW, C)``; same rules as the planar one.
+
+    The loop over channels reads and writes through row pointers, loads
+    everything first and picks without a branch (a select for the value,
+    a bit mask for the index), both arrays written every time: GCC vectorises
+    that, and did not vectorise a conditional store or load, nor a select of
+    the int64 index on a float comparison (``-fopt-info-vec``: "control flow
+    in loop").
+    """
     cdef Py_ssize_t n_images = x.shape[0], height = x.shape[1], width = x.shape[2], channels = x.shape[3]
     cdef Py_ssize_t oh = out.shape[1], ow = out.shape[2]
     cdef Py_ssize_t n, c, r, q, i, j, h, w
-    cdef floating value
+    cdef index_t position, best_position, taken
+    cdef const floating* x_row
+    cdef floating* out_row
+    cdef index_t* index_row
+    cdef floating value, best
+    if n_images == 0 or channels == 0:
+        return
     for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
         for r in range(oh):
             for q in range(ow):
+                out_row = &out[n, r, q, 0]
+                index_row = &indices[n, r, q, 0]
+                position = (r * sh - pad_top) * width + (q * sw - pad_left)
                 for c in range(channels):
-                    out[n, r, q, c] = -INFINITY
-                    indices[n, r, q, c] = (r * sh - pad_top) * width + (q * sw - pad_left)
+                    out_row[c] = -INFINITY
+                    index_row[c] = position
                 for i in range(kh):
                     h = r * sh - pad_top + i
                     if h < 0 or h >= height:
@@ -174,11 +191,13 @@ def max_pool_forward_channels_last(const floating[:, :, :, ::1] x, floating[:, :
                         w = q * sw - pad_left + j
                         if w < 0 or w >= width:
                             continue
+                        x_row = &x[n, h, w, 0]
+                        position = h * width + w
                         for c in range(channels):
-                            value = x[n, h, w, c]
-                            if value > out[n, r, q, c]:
-                                out[n, r, q, c] = value
-                                indices[n, r, q, c] = h * width + w
+                            value, best, best_position = x_row[c], out_row[c], index_row[c]  # all loaded first
+                            taken = value > best  # 1 or 0; -taken is all ones or all zeros: a mask, no branch
+                            index_row[c] = best_position ^ (-taken & (position ^ best_position))
+                            out_row[c] = value if value > best else best
 
 
 def max_pool_backward_planar(const floating[:, :, :, ::1] grad_out, const index_t[:, :, :, ::1] indices,
@@ -198,17 +217,26 @@ def max_pool_backward_planar(const floating[:, :, :, ::1] grad_out, const index_
 
 def max_pool_backward_channels_last(const floating[:, :, :, ::1] grad_out, const index_t[:, :, :, ::1] indices,
                                     floating[:, :, :, ::1] grad_x, int threads=0):
-    """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``."""
+    """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``.
+
+    Winner ``k = h·W + w`` of channel ``c`` is value ``k·C + c`` of its image in
+    channels-last memory: no division per value.
+    """
     cdef Py_ssize_t n_images = grad_out.shape[0], oh = grad_out.shape[1], ow = grad_out.shape[2], channels = grad_out.shape[3]
-    cdef Py_ssize_t width = grad_x.shape[2]
     cdef Py_ssize_t n, c, r, q
-    cdef index_t k
+    cdef floating* image
+    cdef const floating* g_row
+    cdef const index_t* index_row
+    if n_images == 0 or channels == 0:
+        return
     for n in prange(n_images, nogil=True, schedule="static", num_threads=team_size(threads)):
+        image = &grad_x[n, 0, 0, 0]
         for r in range(oh):
             for q in range(ow):
+                g_row = &grad_out[n, r, q, 0]
+                index_row = &indices[n, r, q, 0]
                 for c in range(channels):
-                    k = indices[n, r, q, c]
-                    grad_x[n, k // width, k % width, c] += grad_out[n, r, q, c]
+                    image[index_row[c] * channels + c] += g_row[c]
 
 
 # ------------------------------------------------- shifted matrix products

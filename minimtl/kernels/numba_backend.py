@@ -175,15 +175,18 @@ def max_pool_backward_planar(grad_out, indices, grad_x):
 
 @jit
 def max_pool_backward_channels_last(grad_out, indices, grad_x):
-    """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``."""
+    """Add ``grad_out (N, OH, OW, C)`` onto zeroed ``grad_x (N, H, W, C)`` at the winners ``indices``.
+
+    Winner ``k = h·W + w`` of channel ``c`` is value ``k·C + c`` of its image in
+    channels-last memory: no division per value.
+    """
     n_images, oh, ow, channels = grad_out.shape
-    width = grad_x.shape[2]
     for n in prange(n_images):
+        image = grad_x[n].reshape(-1)  # a view: grad_x is C-contiguous
         for r in range(oh):
             for q in range(ow):
                 for c in range(channels):
-                    k = indices[n, r, q, c]
-                    grad_x[n, k // width, k % width, c] += grad_out[n, r, q, c]
+                    image[indices[n, r, q, c] * channels + c] += grad_out[n, r, q, c]
 
 
 @serial_jit

@@ -243,21 +243,28 @@ def winograd_filter_transform(weight: np.ndarray, dtype) -> np.ndarray:
 
     Flattened, ``G g Gᵀ`` is one matrix ``G ⊗ G (16, 9)`` (Kronecker product)
     times the nine taps of ``g``: one product for all the filters at once.
+    ``U`` comes back as the transpose of C-contiguous ``(16, F, C)`` memory:
+    the taps are then read in their own order, the backward's ``U[ξ]ᵀ`` is
+    that memory as it is, and BLAS takes the forward's transposed operand
+    without a copy.
     """
     f, c = weight.shape[:2]
     g = kernels.numpy_backend.WINOGRAD_G
-    taps = np.ascontiguousarray(weight.reshape(f, c, 9).transpose(1, 0, 2), dtype=dtype).reshape(c * f, 9)
+    taps = np.ascontiguousarray(weight, dtype=dtype).reshape(f * c, 9)
     with parallel.single_threaded_blas():
-        return (np.kron(g, g).astype(dtype) @ taps.T).reshape(16, c, f)
+        return (np.kron(g, g).astype(dtype) @ taps.T).reshape(16, f, c).transpose(0, 2, 1)
 
 
 def winograd_filter_transform_grad(grad_u: np.ndarray) -> np.ndarray:
-    """The adjoint of ``winograd_filter_transform``: ``grad_u (16, C, F)`` → ``Gᵀ Ĝ G`` per filter, ``(F, C, 3, 3)``."""
+    """The adjoint of ``winograd_filter_transform``: ``grad_u (16, C, F)`` → ``Gᵀ Ĝ G`` per filter, ``(F, C, 3, 3)``.
+
+    No copy when ``grad_u`` is, like ``U``, the transpose of C-contiguous ``(16, F, C)`` memory.
+    """
     _, c, f = grad_u.shape
     g = kernels.numpy_backend.WINOGRAD_G
     with parallel.single_threaded_blas():
-        taps = grad_u.reshape(16, c * f).T @ np.kron(g, g).astype(grad_u.dtype)  # (C·F, 9)
-    return taps.reshape(c, f, 3, 3).transpose(1, 0, 2, 3)
+        taps = grad_u.transpose(0, 2, 1).reshape(16, f * c).T @ np.kron(g, g).astype(grad_u.dtype)  # (F·C, 9)
+    return taps.reshape(f, c, 3, 3)
 
 
 def conv_method(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding, size_hw: tuple[int, int],
@@ -416,12 +423,12 @@ class Conv2dFunction(Function):
 
         if isinstance(grid, WinogradTiles):
             dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
-            u_t = np.ascontiguousarray(winograd_filter_transform(weight, dtype).transpose(0, 2, 1))  # U[ξ]ᵀ (16, F, C)
+            u_t = winograd_filter_transform(weight, dtype).transpose(0, 2, 1)  # U[ξ]ᵀ (16, F, C), C-contiguous
             g_images = g.reshape(n, oh, ow, f)
             th, tw = grid.tiles_hw
 
             def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
-                """Writes the chunk's images of grad_x; returns its share of the gradient of U (16, C, F)."""
+                """Writes the chunk's images of grad_x; returns its share of the gradient of U, as (16, F, C)."""
                 start, stop = start_stop
                 g_chunk = g_images[start:stop]
                 if not grid.even:  # the dropped outputs of the last tiles get zero gradient
@@ -431,9 +438,9 @@ class Conv2dFunction(Function):
                 if want_x:  # grad V[ξ] = grad M[ξ] @ U[ξ]ᵀ, then back through the input transform
                     grad_padded = kernels.winograd_input_transform_grad(np.matmul(grad_products, u_t), grid.tiles_hw)
                     grad_x[start:stop] = grid.inputs(grad_padded).transpose(0, 3, 1, 2)
-                if want_w:  # grad U[ξ] = V[ξ]ᵀ @ grad M[ξ]
+                if want_w:  # grad U[ξ]ᵀ = grad M[ξ]ᵀ @ V[ξ], in U's memory order (16, F, C)
                     tiles = kernels.winograd_input_transform(grid.padded(x[start:stop], dtype))
-                    return np.matmul(tiles.transpose(0, 2, 1), grad_products)
+                    return np.matmul(grad_products.transpose(0, 2, 1), tiles)
                 return None
         elif grid is not None:
             dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
@@ -469,8 +476,8 @@ class Conv2dFunction(Function):
         grad_w = None
         if want_w:  # added in chunk order, whichever thread computed which: the same bits every run
             total = parallel.add_in_order(shares)
-            if isinstance(grid, WinogradTiles):  # grad U (16, C, F) → (F, C, 3, 3)
-                grad_w = winograd_filter_transform_grad(total)
+            if isinstance(grid, WinogradTiles):  # grad U (16, C, F), held as (16, F, C) → (F, C, 3, 3)
+                grad_w = winograd_filter_transform_grad(total.transpose(0, 2, 1))
             elif grid is not None:  # (KH·KW, C, F) → (F, C, KH, KW)
                 grad_w = total.reshape(kernel[0], kernel[1], c, f).transpose(3, 2, 0, 1)
             else:  # grad_W₂ᵀ (C·KH·KW, F) → (F, C, KH, KW)

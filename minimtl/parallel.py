@@ -143,10 +143,19 @@ def even_bounds(total: int, parts: int) -> list[tuple[int, int]]:
 
 
 def add_in_order(shares: Sequence[np.ndarray]) -> np.ndarray:
-    """``shares[0] + shares[1] + …``, always in that order, as a new array (the shares are left as they are)."""
-    total = shares[0].copy()
-    for share in shares[1:]:
-        total += share
+    """``shares[0] + shares[1] + …``, always in that order, as a new array (the shares are left as they are).
+
+    A large sum is cut along its first axis over the workers (``elementwise``);
+    every value is still added in share order, so the bits do not change.
+    """
+    total = np.empty_like(shares[0])
+
+    def add(part) -> None:
+        total[part] = shares[0][part]
+        for share in shares[1:]:
+            total[part] += share[part]
+
+    elementwise(add, total)
     return total
 
 

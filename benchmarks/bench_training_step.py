@@ -166,7 +166,8 @@ def make_engine(name: str, batch: int):
         return MinimtlEngine(backend.removesuffix("-serial"), batch, serial=backend.endswith("-serial"))
     if name in ("torch-nchw", "torch-channels-last"):
         return TorchEngine(name == "torch-channels-last", batch)
-    raise ValueError(f"unknown engine {name!r}")
+    raise ValueError(f"unknown engine {name!r}: engines are minimtl-<backend> and minimtl-<backend>-serial for the "
+                     f"backends numpy, numba, cython, and torch-nchw, torch-channels-last")
 
 
 def available_engines() -> list[str]:

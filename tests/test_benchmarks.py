@@ -57,3 +57,19 @@ def test_bench_batch_norm_relu_adds_up_the_trunk(capsys):
     bench_batch_norm_relu.main(["--batch", "2", "--rounds", "1"])
     out = capsys.readouterr().out
     assert out.count(" layers") == len(bench_batch_norm_relu.ACTIVATIONS) and "per training step" in out
+
+
+def test_bench_kernels_times_every_backend_and_restores_the_cut_off(capsys):
+    import bench_kernels
+
+    from minimtl import kernels
+    from minimtl.kernels import compiled
+
+    cut_off = compiled.PARALLEL_MIN_VALUES
+    bench_kernels.main(["--batch", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("max-pool", "winograd"))]
+    assert len(rows) == 2 * len(bench_kernels.POOLED) + 4 * len(bench_kernels.WINOGRAD)
+    backends = kernels.available_backends()
+    assert all(len(line.split()) >= len(backends) + len(backends) - 1 for line in rows)
+    assert compiled.PARALLEL_MIN_VALUES == cut_off

@@ -298,7 +298,7 @@ def conv_method(channels: int, kernel: tuple[int, int], stride: tuple[int, int],
 
 
 class Conv2dFunction(Function):
-    """2-D cross-correlation, a chunk of images at a time, by im2col + one matrix product or by shifted products.
+    """2-D cross-correlation, a chunk of images at a time, by im2col + one matrix product, shifted products or Winograd tiles.
 
     Shapes: ``x (N, C, H, W)``, ``weight (F, C, KH, KW)``, ``bias (F,)`` →
     ``y (N, F, OH, OW)`` with ``OH = (H + top + bottom − KH) // SH + 1``.
@@ -321,13 +321,22 @@ class Conv2dFunction(Function):
     transposed taps, and ``grad_W_ab = rows[p + offsets[ab]]ᵀ @ G``
     (``kernels.shifted_matmul_grad_weights``).
 
+    Winograd tiles (3×3, stride 1, where ``conv_method`` picks them; see
+    ``WinogradTiles``): ``V = Bᵀ d B`` of each chunk's tiles, 16 products
+    ``M[ξ] = V[ξ] @ U[ξ]`` with the transformed filters ``U``, and ``Aᵀ M A``
+    written into the chunk's rows of ``Y``.  Backward: ``grad M`` by the
+    adjoint output transform, ``grad V[ξ] = grad M[ξ] @ U[ξ]ᵀ`` back through
+    the adjoint input transform to ``grad_x``, and ``grad U[ξ] = V[ξ]ᵀ @ grad M[ξ]``
+    (``V`` recomputed from ``x``), which ``winograd_filter_transform_grad``
+    turns into the weight gradient once the chunks' shares are added.
+
     ``relu=True`` (``conv2d(..., relu=True)``) clips each chunk of ``Y`` at 0
     while it is still in cache; the backward then keeps ``G`` only where the
     saved output is positive.
 
     Chunks: images are independent, so the batch is cut into chunks of a few
     images and each chunk does the same im2col → GEMM (→ col2im), or the
-    same shifted products, on its rows of ``Y`` and ``G``; the weight
+    same shifted products or Winograd tiles, on its rows of ``Y`` and ``G``; the weight
     gradient is the sum of the chunks' shares.  The columns are never kept: the forward saves
     ``x`` and the backward unfolds each chunk again (one more im2col, but the
     columns stay cache-sized and a training step holds no column matrix
@@ -358,7 +367,7 @@ class Conv2dFunction(Function):
                 np.maximum(block, 0, out=block)
 
         if method == "shifted":
-            grid = PaddedGrid((h, w), (kh, kw), padding)
+            layout = grid = PaddedGrid((h, w), (kh, kw), padding)
             # W_ab = weight[:, :, a, b]ᵀ (C, F), one per tap, in the order of grid.offsets
             taps = np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(kh * kw, c, f), dtype=dtype)
             per_image = grid.hp * grid.wp * max(c, f) * dtype.itemsize
@@ -371,23 +380,23 @@ class Conv2dFunction(Function):
                 out_images[start:stop] = grid.outputs(products, stop - start)
                 add_bias_and_relu(out_images[start:stop])
         elif method == "winograd":
-            grid = WinogradTiles((h, w), padding)
+            layout = tiling = WinogradTiles((h, w), padding)
             u = winograd_filter_transform(weight, dtype)  # (16, C, F)
-            per_image = 16 * grid.count(1) * max(c, f) * dtype.itemsize
+            per_image = 16 * tiling.count(1) * max(c, f) * dtype.itemsize
             bounds = chunk_bounds(n, max(1, WINOGRAD_CHUNK_BYTES // per_image))
 
             def forward_chunk(start_stop: tuple[int, int]) -> None:
                 start, stop = start_stop
-                tiles = kernels.winograd_input_transform(grid.padded(x[start:stop], dtype))  # V (16, tiles, C)
+                tiles = kernels.winograd_input_transform(tiling.padded(x[start:stop], dtype))  # V (16, tiles, C)
                 products = np.matmul(tiles, u)  # M[ξ] = V[ξ] @ U[ξ] (16, tiles, F)
-                if grid.even:  # the output tiles are exactly these images' rows of Y: written in place
-                    kernels.winograd_output_transform(products, grid.tiles_hw, out=out_images[start:stop])
+                if tiling.even:  # the output tiles are exactly these images' rows of Y: written in place
+                    kernels.winograd_output_transform(products, tiling.tiles_hw, out=out_images[start:stop])
                 else:
-                    y = kernels.winograd_output_transform(products, grid.tiles_hw)
+                    y = kernels.winograd_output_transform(products, tiling.tiles_hw)
                     out_images[start:stop] = y[:, :oh, :ow]
                 add_bias_and_relu(out_images[start:stop])
         else:
-            grid = None
+            layout = None
             # W₂ᵀ (C·KH·KW, F), copied C-contiguous: with the transposed view OpenBLAS took 6 ms instead of
             # 0.03 ms for MTCNN R-Net's (81 × 252) @ (252 × 48) (it runs that layout threaded).
             weight_t = np.ascontiguousarray(weight.reshape(f, -1).T)
@@ -403,14 +412,15 @@ class Conv2dFunction(Function):
 
         parallel.map_chunks(forward_chunk, bounds)
         ctx.save_for_backward(x, weight)
-        ctx.geometry = ((kh, kw), stride, padding, (oh, ow), bounds, grid)
+        # layout: the PaddedGrid (shifted products), the WinogradTiles, or None (im2col)
+        ctx.geometry = (method, (kh, kw), stride, padding, (oh, ow), bounds, layout)
         ctx.relu_output = out if relu else None  # where it is positive the ReLU let the gradient through
         return out_images.transpose(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray):
         x, weight = ctx.saved
-        kernel, stride, padding, (oh, ow), bounds, grid = ctx.geometry
+        method, kernel, stride, padding, (oh, ow), bounds, layout = ctx.geometry
         n, c, h, w = x.shape
         f = weight.shape[0]
         pixels = oh * ow
@@ -421,28 +431,30 @@ class Conv2dFunction(Function):
         want_b = len(ctx.needs_grad) > 2 and ctx.needs_grad[2]
         grad_x = np.empty_like(x, dtype=g.dtype) if want_x else None  # keeps x's layout (channels-last stays so)
 
-        if isinstance(grid, WinogradTiles):
+        if method == "winograd":
+            tiling = layout
             dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
             u_t = winograd_filter_transform(weight, dtype).transpose(0, 2, 1)  # U[ξ]ᵀ (16, F, C), C-contiguous
             g_images = g.reshape(n, oh, ow, f)
-            th, tw = grid.tiles_hw
+            th, tw = tiling.tiles_hw
 
             def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
                 """Writes the chunk's images of grad_x; returns its share of the gradient of U, as (16, F, C)."""
                 start, stop = start_stop
                 g_chunk = g_images[start:stop]
-                if not grid.even:  # the dropped outputs of the last tiles get zero gradient
+                if not tiling.even:  # the dropped outputs of the last tiles get zero gradient
                     g_chunk = np.zeros((stop - start, 2 * th, 2 * tw, f), dtype=dtype)
                     g_chunk[:, :oh, :ow] = g_images[start:stop]
                 grad_products = kernels.winograd_output_transform_grad(np.ascontiguousarray(g_chunk, dtype=dtype))
                 if want_x:  # grad V[ξ] = grad M[ξ] @ U[ξ]ᵀ, then back through the input transform
-                    grad_padded = kernels.winograd_input_transform_grad(np.matmul(grad_products, u_t), grid.tiles_hw)
-                    grad_x[start:stop] = grid.inputs(grad_padded).transpose(0, 3, 1, 2)
+                    grad_padded = kernels.winograd_input_transform_grad(np.matmul(grad_products, u_t), tiling.tiles_hw)
+                    grad_x[start:stop] = tiling.inputs(grad_padded).transpose(0, 3, 1, 2)
                 if want_w:  # grad U[ξ]ᵀ = grad M[ξ]ᵀ @ V[ξ], in U's memory order (16, F, C)
-                    tiles = kernels.winograd_input_transform(grid.padded(x[start:stop], dtype))
+                    tiles = kernels.winograd_input_transform(tiling.padded(x[start:stop], dtype))
                     return np.matmul(grad_products.transpose(0, 2, 1), tiles)
                 return None
-        elif grid is not None:
+        elif method == "shifted":
+            grid = layout
             dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
             taps_t = np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(-1, f, c), dtype=dtype)  # W_abᵀ (F, C)
             g_images = g.reshape(n, oh, ow, f)
@@ -476,9 +488,9 @@ class Conv2dFunction(Function):
         grad_w = None
         if want_w:  # added in chunk order, whichever thread computed which: the same bits every run
             total = parallel.add_in_order(shares)
-            if isinstance(grid, WinogradTiles):  # grad U (16, C, F), held as (16, F, C) → (F, C, 3, 3)
+            if method == "winograd":  # grad U (16, C, F), held as (16, F, C) → (F, C, 3, 3)
                 grad_w = winograd_filter_transform_grad(total.transpose(0, 2, 1))
-            elif grid is not None:  # (KH·KW, C, F) → (F, C, KH, KW)
+            elif method == "shifted":  # (KH·KW, C, F) → (F, C, KH, KW)
                 grad_w = total.reshape(kernel[0], kernel[1], c, f).transpose(3, 2, 0, 1)
             else:  # grad_W₂ᵀ (C·KH·KW, F) → (F, C, KH, KW)
                 grad_w = total.T.reshape(weight.shape)

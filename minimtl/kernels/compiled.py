@@ -173,7 +173,8 @@ class CompiledBackend(SimpleNamespace):
     (``thread_count(...)``: 1 for small work, 0 for the default), and the
     single-threaded ``shifted_matmul``, ``shifted_matmul_grad_weights`` (they
     call BLAS) and ``batch_norm_relu_*`` (``minimtl.parallel`` runs one call
-    per core).
+    per core); the four ``winograd_*`` loops take channels-last images and
+    tile-domain arrays ``(16, tiles, C)`` and a keyword ``threads`` too.
     """
 
     def __init__(self, loops) -> None:

@@ -296,6 +296,25 @@ def shifted_matmul_grad_weights(const floating[:, ::1] rows, const floating[:, :
 # loop" otherwise): a select between constants, ``g * (1 if y > 0 else 0)``,
 # or a select on a value already loaded, vectorise; a conditional load
 # (``g_row[c] if y > 0 else 0``) and ``g * (y > 0)`` did not.
+def channel_sums(const floating[:, ::1] x, const floating[::1] shift, double[::1] sums, double[::1] squares):
+    """Add ``Σ (x − shift)`` and ``Σ (x − shift)²`` per channel of pixel rows ``x (M, C)`` into ``sums``, ``squares`` (float64)."""
+    cdef Py_ssize_t rows = x.shape[0], channels = x.shape[1], r, c
+    cdef const floating* x_row
+    cdef const floating* shift_p = &shift[0]
+    cdef double* sums_p = &sums[0]
+    cdef double* squares_p = &squares[0]
+    cdef double d
+    if rows == 0:
+        return
+    with nogil:
+        for r in range(rows):
+            x_row = &x[r, 0]
+            for c in range(channels):
+                d = <double>x_row[c] - shift_p[c]
+                sums_p[c] += d
+                squares_p[c] += d * d
+
+
 def batch_norm_relu_forward(const floating[:, ::1] x, const floating[::1] mean, const floating[::1] scale,
                             const floating[::1] shift, floating[:, ::1] y):
     """``y = max(0, (x − mean) · scale + shift)`` for pixel rows ``x (M, C)``; one pass, single-threaded."""

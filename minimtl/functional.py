@@ -790,10 +790,22 @@ class BatchNormReLUFunction(Function):
 def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (biased) variance of ``x (N, C)`` or ``(N, C, H, W)`` per channel, each ``(C,)``.
 
-    Two passes (the mean, then the squared deviations from it: no cancellation
-    in float32), each split over the batch on every core with the shares added
-    in order.  Equals ``x.mean(axis=axes), x.var(axis=axes)`` up to rounding.
+    With a compiled backend (``kernels.fast_channel_sums()``) and pixel rows
+    (``pixel_rows``): one pass of ``kernels.channel_sums`` in float64 around
+    a shift, the first row of ``x``, which keeps ``Σd²/M − (Σd/M)²`` from
+    cancelling.  Otherwise two NumPy passes (the mean, then the squared
+    deviations from it: no cancellation in float32).  Either way the pass is
+    split over the batch on every core and the shares are added in order.
+    Equals ``x.mean(axis=axes), x.var(axis=axes)`` up to rounding.
     """
+    rows = pixel_rows(x)
+    if rows is not None and len(rows) and kernels.fast_channel_sums():
+        shift = rows[0].copy()
+        shares = parallel.elementwise(lambda part: kernels.channel_sums(rows[part], shift), rows)
+        mean_d = parallel.add_in_order([share[0] for share in shares]) / len(rows)
+        squares = parallel.add_in_order([share[1] for share in shares]) / len(rows)
+        var = np.maximum(squares - mean_d * mean_d, 0.0)
+        return (shift + mean_d).astype(x.dtype), var.astype(x.dtype)
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     count = x.size // x.shape[1]

@@ -324,6 +324,17 @@ def test_winograd_reference_is_a_3_tap_filter_on_one_tile():
     np.testing.assert_allclose(y, direct, rtol=1e-12)
 
 
+@EXAMPLES
+@given(rows=st.integers(0, 300), channels=st.sampled_from([1, 2, 3, 16, 256]), seed=st.integers(0, 2**32 - 1))
+def test_channel_sums_equal_reference(backend, dtype, rows, channels, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, channels)) * 3 + 5).astype(dtype)
+    shift = rng.standard_normal(channels).astype(dtype)
+    for fast, slow in zip(backend.channel_sums(x, shift), reference.channel_sums(x, shift)):
+        assert fast.dtype == np.float64 and fast.shape == (channels,)
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12 * max(1.0, float(np.abs(slow).max(initial=0))))
+
+
 @pytest.mark.parametrize("name", ["numpy"] + FAST_BACKENDS)
 def test_batch_norm_relu_kernels_write_into_a_given_array(name):
     """``out=``: the forward and the input gradient land in the caller's rows (a slice of a bigger array here)."""

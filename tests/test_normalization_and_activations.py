@@ -246,6 +246,32 @@ def test_batch_norm_relu_in_float32_on_every_core(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cython"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_mean_var_equals_numpy_on_every_backend_even_far_from_zero(backend, dtype, monkeypatch):
+    """Statistics of a channels-last float32/float64 activation whose mean (1000) dwarfs its spread (0.01): the
+    compiled one-pass sums around a shift must not cancel; split over the workers too."""
+    from minimtl import kernels
+
+    if backend not in kernels.available_backends():
+        pytest.skip(f"kernel backend {backend!r} is not importable here")
+    previous = kernels.backend_name()
+    kernels.set_backend(backend)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_VALUES", 1)
+    try:
+        rng = np.random.default_rng(8)
+        x = channels_last((1000 + 0.01 * rng.standard_normal((6, 5, 7, 3))).astype(dtype))
+        mean, var = F.channel_mean_var(x)
+        assert mean.dtype == var.dtype == dtype
+        exact = x.astype(np.float64)
+        tolerance = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=tolerance)
+        np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-3 if dtype == np.float32 else 1e-9)
+        assert kernels.fast_channel_sums() == (backend != "numpy")
+    finally:
+        kernels.set_backend(previous)
+
+
 def test_planar_input_and_evaluation_mode_compose_the_two_ops():
     x = random_array((2, 3, 4, 4), 5)  # planar memory: no pixel rows
     out = F.batch_norm(mt.Tensor(x, requires_grad=True), np.zeros(3), np.ones(3), None, None, training=True, relu=True)

@@ -3,12 +3,12 @@
 Backends, each a module with the same functions (``im2col``, ``col2im``,
 ``max_pool2d_forward``, ``max_pool2d_backward``, ``shifted_matmul``,
 ``shifted_matmul_grad_weights``, the four ``winograd_*`` tile transforms,
-``batch_norm_relu_forward``, ``batch_norm_relu_sums``,
+``channel_sums``, ``batch_norm_relu_forward``, ``batch_norm_relu_sums``,
 ``batch_norm_relu_backward``; see ``numpy_backend`` for their exact contract)
-and flags ``FAST_WINOGRAD``, ``FAST_SHIFTED_MATMUL`` and
-``FAST_BATCH_NORM_RELU`` that tell the layers whether the backend's Winograd
-tiles, shifted products and fused batch-norm + ReLU beat the NumPy ways
-(im2col, two ops):
+and flags ``FAST_WINOGRAD``, ``FAST_SHIFTED_MATMUL``, ``FAST_BATCH_NORM_RELU``
+and ``FAST_CHANNEL_SUMS`` that tell the layers whether the backend's Winograd
+tiles, shifted products, fused batch-norm + ReLU and batch-norm statistics
+beat the NumPy ways (im2col, two ops, NumPy reductions):
 
 ``cython``
     loops compiled by ``setup.py`` from ``kernels/cython_kernels.pyx``, OpenMP
@@ -130,6 +130,10 @@ def winograd_input_transform_grad(grad_tiles, tiles_hw):
     return _current.winograd_input_transform_grad(grad_tiles, tiles_hw)
 
 
+def channel_sums(x_rows, shift):
+    return _current.channel_sums(x_rows, shift)
+
+
 def batch_norm_relu_forward(x_rows, mean, scale, shift, out=None):
     return _current.batch_norm_relu_forward(x_rows, mean, scale, shift, out)
 
@@ -145,6 +149,11 @@ def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, m
 def fast_batch_norm_relu() -> bool:
     """Whether the backend in use has compiled batch-norm + ReLU kernels (``FAST_BATCH_NORM_RELU``)."""
     return bool(getattr(_current, "FAST_BATCH_NORM_RELU", False))
+
+
+def fast_channel_sums() -> bool:
+    """Whether the backend in use computes batch-norm's statistics with compiled ``channel_sums`` (``FAST_CHANNEL_SUMS``)."""
+    return bool(getattr(_current, "FAST_CHANNEL_SUMS", False))
 
 
 def fast_winograd() -> bool:

@@ -263,6 +263,13 @@ class CompiledBackend(SimpleNamespace):
         self.loops.winograd_input_transform_grad(grad_tiles, grad_x, threads=thread_count(m, grad_tiles.size))
         return grad_x
 
+    def channel_sums(self, x_rows: np.ndarray, shift) -> tuple[np.ndarray, np.ndarray]:
+        """``(Σ (x − shift), Σ (x − shift)²)`` per channel of pixel rows ``x_rows (M, C)``, in float64."""
+        (x_rows,), (shift,) = _check_rows([x_rows], [shift])
+        sums, squares = np.zeros(x_rows.shape[1]), np.zeros(x_rows.shape[1])
+        self.loops.channel_sums(x_rows, shift, sums, squares)
+        return sums, squares
+
     def batch_norm_relu_forward(self, x_rows: np.ndarray, mean, scale, shift, out: np.ndarray | None = None) -> np.ndarray:
         """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, written into ``out`` if given."""
         (x_rows,), (mean, scale, shift) = _check_rows([x_rows], [mean, scale, shift])

@@ -346,6 +346,17 @@ def winograd_input_transform_grad(grad_tiles, grad_x):
 
 
 @serial_jit
+def channel_sums(x, shift, sums, squares):
+    """Add ``Σ (x − shift)`` and ``Σ (x − shift)²`` per channel of pixel rows ``x (M, C)`` into ``sums``, ``squares`` (float64)."""
+    rows, channels = x.shape
+    for r in range(rows):
+        for c in range(channels):
+            d = np.float64(x[r, c]) - shift[c]
+            sums[c] += d
+            squares[c] += d * d
+
+
+@serial_jit
 def batch_norm_relu_forward(x, mean, scale, shift, y):
     """``y = max(0, (x − mean) · scale + shift)`` for pixel rows ``x (M, C)``; one pass, single-threaded."""
     rows, channels = x.shape
@@ -390,6 +401,7 @@ _backend = CompiledBackend(SimpleNamespace(
     winograd_output_transform=winograd_output_transform,
     winograd_output_transform_grad=winograd_output_transform_grad,
     winograd_input_transform_grad=winograd_input_transform_grad,
+    channel_sums=channel_sums,
     batch_norm_relu_forward=batch_norm_relu_forward,
     batch_norm_relu_sums=batch_norm_relu_sums,
     batch_norm_relu_backward=batch_norm_relu_backward,
@@ -405,14 +417,16 @@ winograd_input_transform = _backend.winograd_input_transform
 winograd_output_transform = _backend.winograd_output_transform
 winograd_output_transform_grad = _backend.winograd_output_transform_grad
 winograd_input_transform_grad = _backend.winograd_input_transform_grad
+channel_sums = _backend.channel_sums
 batch_norm_relu_forward = _backend.batch_norm_relu_forward
 batch_norm_relu_sums = _backend.batch_norm_relu_sums
 batch_norm_relu_backward = _backend.batch_norm_relu_backward
 FAST_SHIFTED_MATMUL = True
 FAST_WINOGRAD = True
 FAST_BATCH_NORM_RELU = True
+FAST_CHANNEL_SUMS = True
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
            "shifted_matmul_grad_weights", "winograd_input_transform", "winograd_output_transform",
-           "winograd_output_transform_grad", "winograd_input_transform_grad", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
-           "FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU"]
+           "winograd_output_transform_grad", "winograd_input_transform_grad", "channel_sums", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
+           "FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU", "FAST_CHANNEL_SUMS"]

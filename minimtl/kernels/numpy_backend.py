@@ -25,6 +25,10 @@ These kernels carry all the heavy lifting of convolution and pooling:
     the tile transforms of a 3×3, stride-1 convolution by Winograd's minimal
     filtering F(2×2, 3×3), which needs 16 multiplications for 2×2 outputs
     instead of 36 (used by ``functional.Conv2dFunction`` where a layer suits it).
+``channel_sums(x_rows, shift)``
+    per channel of pixel rows, in float64: ``Σ (x − shift)`` and
+    ``Σ (x − shift)²``, from which batch-norm's mean and variance follow
+    (``functional.channel_mean_var``).
 ``batch_norm_relu_forward``, ``batch_norm_relu_sums``, ``batch_norm_relu_backward``
     training-mode ``relu(batch_norm(x))`` on pixel rows ``(M, C)``: the
     forward, the two per-channel sums of its backward, and the input gradient
@@ -242,6 +246,25 @@ def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         return result
     out[...] = result
     return out
+
+
+def channel_sums(x_rows: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel of pixel rows ``x_rows (M, C)``, in float64: ``Σ (x − shift)`` and ``Σ (x − shift)²``; ``shift (C,)``.
+
+    With ``d = x − shift``, the mean is ``shift + Σd / M`` and the variance
+    ``Σd² / M − (Σd / M)²``.  Subtracting a ``shift`` close to the mean (one
+    row of ``x`` will do) keeps that difference from cancelling.
+    """
+    d = x_rows.astype(np.float64) - shift
+    return d.sum(axis=0), (d * d).sum(axis=0)
+
+
+FAST_CHANNEL_SUMS = False
+"""Whether batch-norm's statistics should come from ``channel_sums`` on this backend.
+
+The reference makes a float64 copy of its input; NumPy's own reductions (two
+passes in the input's dtype) are faster here, so the reference backend keeps them.
+"""
 
 
 def batch_norm_relu_forward(x_rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,

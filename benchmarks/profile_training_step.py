@@ -12,9 +12,12 @@ cProfile and groups the self time ("tottime") of each function:
 * everything else by function name.
 
 cProfile sees only its own thread, so the chunks run one after another here
-(``parallel.set_threads(1)``): the shares are those of a serial step.
+(``parallel.set_threads(1)``): the shares are those of a serial step.  With
+``--one-core`` BLAS and the compiled loops run on one thread as well, which
+is how each worker runs its chunks in a real step; without it they use every
+core inside each call.
 
-    python benchmarks/profile_training_step.py --backend cython --steps 3
+    python benchmarks/profile_training_step.py --backend cython --steps 3 --one-core
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training_step import MinimtlEngine  # noqa: E402
+from bench_training_step import MinimtlEngine, cap_threads  # noqa: E402
 
 GROUPS = [  # (group, substrings of "file:function"), first match wins
     ("shifted products (BLAS)", ("shifted_matmul",)),
@@ -66,6 +69,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=20, help="also print the top functions by self time")
+    parser.add_argument("--one-core", action="store_true",
+                        help="cap BLAS and OpenMP at one thread too: the shares of a step on one core, as each worker runs it")
     args = parser.parse_args(argv)
 
     # cProfile sees only the thread it runs in, so the chunks run here, one after another.
@@ -73,14 +78,23 @@ def main(argv=None) -> None:
 
     parallel.set_threads(1)
     engine = MinimtlEngine(args.backend, args.batch)
-    engine.train_step()  # warm-up: Numba compiles, memory is allocated once
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
-    profiler.enable()
-    for _ in range(args.steps):
-        engine.train_step()
-    profiler.disable()
-    wall = (time.perf_counter() - start) / args.steps
+    import numba
+
+    numba_threads = numba.get_num_threads()
+    limits = cap_threads(1) if args.one_core else None
+    try:
+        engine.train_step()  # warm-up: Numba compiles, memory is allocated once
+        profiler = cProfile.Profile()
+        start = time.perf_counter()
+        profiler.enable()
+        for _ in range(args.steps):
+            engine.train_step()
+        profiler.disable()
+        wall = (time.perf_counter() - start) / args.steps
+    finally:  # a caller's process (the smoke test) gets its thread pools back
+        if limits is not None:
+            limits.restore_original_limits()
+            numba.set_num_threads(numba_threads)
 
     stats = pstats.Stats(profiler)
     owners = function_owners()

@@ -36,6 +36,7 @@ def test_profile_groups_a_serial_step(capsys):
     threads = parallel.threads()
     try:
         profile_training_step.main(["--batch", "4", "--steps", "1", "--top", "3"])
+        profile_training_step.main(["--batch", "4", "--steps", "1", "--top", "0", "--one-core"])
     finally:
         parallel.set_threads(threads)
     out = capsys.readouterr().out

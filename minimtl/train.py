@@ -2,7 +2,8 @@
 
 One step: forward a batch, Eq. (1) loss per task over the samples that carry
 it, Eq. (2) total loss with ``λ‖W‖²``, backward, SGD with momentum at the
-Eq. (4) learning rate.  After every epoch: evaluate on the held-out split
+Eq. (4) learning rate.  After every epoch: recompute batch-norm's running
+statistics over a few training batches, evaluate on the held-out split
 (Eq. (3) accuracy per task), append to the history, and write a checkpoint
 atomically, so ``resume=True`` continues exactly where an interrupted run
 stopped — to the same result as an uninterrupted run, because every epoch's
@@ -68,6 +69,12 @@ class TrainConfig:
     # reference repeats GENKI-4K: without it smile (3,000 faces against ~19,000) is 14% of each batch and is seen
     # only once per epoch; with it, 64 of 128 and about six times per epoch.
     balance: bool = True
+    # Before each evaluation, batch-norm's running mean and variance are recomputed as the plain average of the
+    # batch statistics of this many training batches (forward passes only; the weights do not change): the running
+    # averages kept during training (momentum 0.1) follow the last ten or so batches, and that noise alone moved the
+    # default run's age accuracy by 3.5 points (54.80% as trained, 58.34% recomputed over 50 batches, 58.19% over
+    # 200). 0 keeps the running averages.
+    batch_norm_batches: int = 50
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -150,6 +157,54 @@ def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) 
     loss.backward()
     optimizer.step()
     return stats
+
+
+def recompute_batch_norm_statistics(model, batches) -> int:
+    """Set every batch-norm's running mean and variance to the plain average of its statistics over ``batches``.
+
+    ``batches`` yields float32 image batches ``(N, 1, 48, 48)`` or ``Batch``
+    tuples whose first item is that.  The model runs forward in training mode
+    without autograd; at the k-th batch each batch-norm's momentum is
+    ``1 / k``, so its running value becomes the mean of the k batch values
+    (the variance unbiased per batch, as in training).  This is "precise
+    batch-norm" (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021): the
+    exponential averages kept during training weight the last few batches
+    most.  Weights, momentum settings and the train/eval mode are left as they
+    were.  Returns how many batches were used.
+    """
+    from minimtl.nn import _BatchNorm
+
+    norms = [module for module in model.modules() if isinstance(module, _BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        with no_grad():
+            for batch in batches:
+                images = batch[0] if isinstance(batch, tuple) else batch
+                if len(images) < 2:
+                    continue  # batch-norm needs two samples
+                used += 1
+                for norm in norms:
+                    norm.momentum = 1.0 / used
+                model(Tensor(images))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return used
+
+
+def batch_norm_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int):
+    """The first ``config.batch_norm_batches`` batches of a training loader with its own seeds (the epoch's
+    training batches, augmentation and dropout are drawn from other streams, so they do not change)."""
+    import itertools
+
+    augment = Augment(seed=epoch_generator(config.seed, epoch, 3)) if config.augment else None
+    loader = DataLoader(data, config.batch_size, shuffle=True, augment=augment, balance_datasets=config.balance,
+                        seed=[config.seed, epoch, 3])
+    return itertools.islice(iter(loader), config.batch_norm_batches)
 
 
 def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -280,6 +335,8 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
             bar.set_postfix({task: f"{s[0] / s[2]:.3f}/{100 * s[1] / s[2]:.1f}%" for task, s in sums.items() if s[2]})
         bar.close()
         train_seconds = time.perf_counter() - started
+        if config.batch_norm_batches > 0:
+            recompute_batch_norm_statistics(model, batch_norm_loader(train_data, config, epoch))
         record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
                   "steps": optimizer.step_count, "train": {}, "test": evaluate(model, test_data)}
         for task, (loss_sum, acc_sum, count) in sums.items():

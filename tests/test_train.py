@@ -7,8 +7,9 @@ import pytest
 from minimtl.data import MultiTaskDataset, SyntheticFaces, normalize
 from minimtl.models import BKNet
 from minimtl.optim import ExponentialDecay
-from minimtl.train import (DECAYS_PER_RUN, NonFiniteLoss, TrainConfig, build_model, build_optimizer, evaluate, fit,
-                           fit_schedule, load_model, train_loader, train_step)
+from minimtl.train import (DECAYS_PER_RUN, NonFiniteLoss, TrainConfig, batch_norm_loader, build_model, build_optimizer,
+                           evaluate, fit, fit_schedule, load_model, recompute_batch_norm_statistics, train_loader,
+                           train_step)
 
 pytestmark = pytest.mark.train
 
@@ -105,3 +106,48 @@ def test_resuming_with_more_epochs_keeps_the_schedule_the_run_started_with(tmp_p
     assert first.decay_steps == max(1, round(steps / DECAYS_PER_RUN))
     fit(small_config(epochs=2, batch_size=4), data, data, tmp_path, resume=True, progress=False)
     assert TrainConfig.from_json((tmp_path / "config.json").read_text()).decay_steps == first.decay_steps
+
+
+def test_recomputed_batch_norm_statistics_are_the_plain_average_over_the_batches():
+    """Three batches of a one-layer model: the running mean is the mean of the three batch means, the running
+    variance the mean of the three unbiased batch variances, whatever the running values were before; the
+    momentum and the mode are restored."""
+    from minimtl import nn
+
+    class Normalise(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return self.norm(x)
+
+    model = Normalise()
+    model.norm.running_mean[...] = 50.0
+    model.eval()
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((4, 2, 3, 3)) * (k + 1) + k).astype(np.float32) for k in range(3)]
+    assert recompute_batch_norm_statistics(model, batches + [batches[0][:1]]) == 3  # a batch of one is skipped
+    means = [b.astype(np.float64).mean(axis=(0, 2, 3)) for b in batches]
+    variances = [b.astype(np.float64).var(axis=(0, 2, 3), ddof=1) for b in batches]
+    np.testing.assert_allclose(model.norm.running_mean, np.mean(means, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(model.norm.running_var, np.mean(variances, axis=0), rtol=1e-5)
+    assert model.norm.momentum == 0.1 and not model.training
+
+
+def test_the_batch_norm_pass_uses_its_own_batches_and_leaves_training_unchanged(tmp_path):
+    """The batches for the statistics differ from the epoch's training batches; a run with the pass trains to the
+    same weights as one without it (only the running statistics, used in evaluation, differ)."""
+    data, test = tiny_multitask_set(24, 0), tiny_multitask_set(6, 1)
+    config = small_config(epochs=2, batch_norm_batches=2)
+    statistics_batch = next(iter(batch_norm_loader(data, config, 0)))
+    training_batch = next(iter(train_loader(data, config, 0)))
+    assert not np.array_equal(statistics_batch.images, training_batch.images)
+    assert len(list(batch_norm_loader(data, config, 0))) == 2
+    with_pass, _ = fit(config, data, test, tmp_path / "with", progress=False)
+    without, _ = fit(small_config(epochs=2, batch_norm_batches=0), data, test, tmp_path / "without", progress=False)
+    for (name, a), (_, b) in zip(with_pass.state_dict().items(), without.state_dict().items()):
+        if "running" in name:
+            assert not np.array_equal(a, b), name
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)

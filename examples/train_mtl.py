@@ -66,6 +66,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     training.add_argument("--no-augment", action="store_true", help="no random crop, flip or rotation")
     training.add_argument("--no-balance", action="store_true",
                           help="draw batches from the merged set as it is, instead of an equal share of each data set")
+    training.add_argument("--batch-norm-batches", type=int, default=defaults.batch_norm_batches,
+                          help="recompute batch-norm's statistics over this many training batches before each "
+                               "evaluation (0: keep the running averages)")
     training.add_argument("--seed", type=int, default=defaults.seed)
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, default=None, help="default $MINIMTL_DATA or ~/.cache/minimtl/data")
@@ -83,6 +86,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     if arguments.limit is not None and arguments.limit < 10:
         parser.error("--limit must be at least 10")
+    if arguments.batch_norm_batches < 0:
+        parser.error("--batch-norm-batches must be 0 or more")
     return arguments
 
 
@@ -97,7 +102,8 @@ def train_config(arguments: argparse.Namespace, **overrides) -> TrainConfig:
                   momentum=arguments.momentum, nesterov=arguments.nesterov, weight_decay=arguments.weight_decay,
                   task_weights=task_weights, dropout=arguments.dropout, init=arguments.init,
                   batch_norm_scale=arguments.batch_norm_scale, normalize=arguments.normalize,
-                  augment=not arguments.no_augment, balance=not arguments.no_balance, seed=arguments.seed)
+                  augment=not arguments.no_augment, balance=not arguments.no_balance,
+                  batch_norm_batches=arguments.batch_norm_batches, seed=arguments.seed)
     values.update(overrides)
     return TrainConfig(**values)
 

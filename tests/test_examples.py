@@ -50,3 +50,11 @@ def test_bad_arguments_are_refused():
         train_mtl.main(["--config", "D"])
     with pytest.raises(SystemExit):
         train_mtl.main(["--limit", "3"])
+    with pytest.raises(SystemExit):
+        train_mtl.main(["--batch-norm-batches", "-1"])
+
+
+def test_batch_norm_batches_reaches_the_training_configuration():
+    train_mtl = load_example("train_mtl")
+    assert train_mtl.train_config(train_mtl.parse_arguments([])).batch_norm_batches == 50
+    assert train_mtl.train_config(train_mtl.parse_arguments(["--batch-norm-batches", "0"])).batch_norm_batches == 0

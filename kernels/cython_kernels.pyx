@@ -511,7 +511,7 @@ cdef inline void input_tile_grad(const floating* v, Py_ssize_t plane, Py_ssize_t
                                  Py_ssize_t row) noexcept nogil:
     """Add ``B V̂ Bᵀ`` of the tile whose ``V̂[ξ]`` are at ``v[ξ·plane + c]`` onto the 4×4 pixels at ``d``."""
     cdef floating t[4][4][LANES]
-    cdef Py_ssize_t start, width, c, b, p, k
+    cdef Py_ssize_t start, width, c, b, p
     cdef const floating* col
     cdef floating* pixel
     for start in range(0, channels, LANES):
@@ -524,20 +524,19 @@ cdef inline void input_tile_grad(const floating* v, Py_ssize_t plane, Py_ssize_t
                 t[2][b][c] = col[4 * plane + c] + col[8 * plane + c] - col[c]
                 t[3][b][c] = -col[12 * plane + c]
         for p in range(4):  # (B V̂) Bᵀ, row p: the same combinations along the row, added onto the pixels
-            for k in range(4):
-                pixel = d + p * row + k * channels + start
-                if k == 0:
-                    for c in range(width):
-                        pixel[c] += t[p][0][c]
-                elif k == 1:
-                    for c in range(width):
-                        pixel[c] += t[p][1][c] - t[p][2][c] + t[p][3][c]
-                elif k == 2:
-                    for c in range(width):
-                        pixel[c] += t[p][1][c] + t[p][2][c] - t[p][0][c]
-                else:
-                    for c in range(width):
-                        pixel[c] -= t[p][3][c]
+            # One loop per pixel, each updating a single pixel from the stack array: no overlaps to check.
+            pixel = d + p * row + start
+            for c in range(width):
+                pixel[c] += t[p][0][c]
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += t[p][1][c] - t[p][2][c] + t[p][3][c]
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += t[p][1][c] + t[p][2][c] - t[p][0][c]
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] -= t[p][3][c]
 
 
 def winograd_input_transform_grad(const floating[:, :, ::1] grad_tiles, floating[:, :, :, ::1] grad_x, int threads=0):

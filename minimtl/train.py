@@ -17,6 +17,7 @@ read in batches by ``minimtl.data.DataLoader``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -125,11 +126,17 @@ def build_optimizer(model: BKNet, config: TrainConfig) -> SGD:
 Batch = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
-def train_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int) -> DataLoader:
-    """The training batches of one epoch: order and augmentation drawn from (seed, epoch) alone."""
-    augment = Augment(seed=epoch_generator(config.seed, epoch, 2)) if config.augment else None
+def train_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int, streams: tuple[int, int] = (0, 2)) -> DataLoader:
+    """The training batches of one epoch: order and augmentation drawn from (seed, epoch) alone.
+
+    ``streams``: the purposes (``epoch_generator``) whose random numbers
+    shuffle and augment; the training loop's are 0 and 2 (dropout is 1), and
+    other purposes give other batches of the same kind (``batch_norm_loader``).
+    """
+    shuffle_stream, augment_stream = streams
+    augment = Augment(seed=epoch_generator(config.seed, epoch, augment_stream)) if config.augment else None
     return DataLoader(data, config.batch_size, shuffle=True, augment=augment, balance_datasets=config.balance,
-                      seed=[config.seed, epoch, 0])
+                      seed=[config.seed, epoch, shuffle_stream])
 
 
 def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) -> dict[str, tuple[float, float, int]]:
@@ -199,12 +206,7 @@ def recompute_batch_norm_statistics(model, batches) -> int:
 def batch_norm_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int):
     """The first ``config.batch_norm_batches`` batches of a training loader with its own seeds (the epoch's
     training batches, augmentation and dropout are drawn from other streams, so they do not change)."""
-    import itertools
-
-    augment = Augment(seed=epoch_generator(config.seed, epoch, 3)) if config.augment else None
-    loader = DataLoader(data, config.batch_size, shuffle=True, augment=augment, balance_datasets=config.balance,
-                        seed=[config.seed, epoch, 3])
-    return itertools.islice(iter(loader), config.batch_norm_batches)
+    return itertools.islice(iter(train_loader(data, config, epoch, streams=(3, 3))), config.batch_norm_batches)
 
 
 def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:

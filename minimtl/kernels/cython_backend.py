@@ -36,5 +36,6 @@ FAST_CHANNEL_SUMS = True
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
            "shifted_matmul_grad_weights", "winograd_input_transform", "winograd_output_transform",
-           "winograd_output_transform_grad", "winograd_input_transform_grad", "channel_sums", "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
+           "winograd_output_transform_grad", "winograd_input_transform_grad", "channel_sums",
+           "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
            "FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU", "FAST_CHANNEL_SUMS"]

@@ -202,7 +202,8 @@ def winograd_output_transform(products: np.ndarray, tiles_hw: tuple[int, int], o
 
 
 def winograd_output_transform_grad(grad: np.ndarray) -> np.ndarray:
-    """The adjoint of ``winograd_output_transform``: ``grad (m, 2·TH, 2·TW, F)`` → ``A G Aᵀ`` per tile, ``(16, m·TH·TW, F)``."""
+    """The adjoint of ``winograd_output_transform``: ``grad (m, 2·TH, 2·TW, F)`` → ``A Ĝ Aᵀ`` of each 2×2 tile ``Ĝ``,
+    ``(16, m·TH·TW, F)``."""
     m, height, width, f = grad.shape
     th, tw = _tile_counts(height, width, 0)
     at = WINOGRAD_AT.astype(grad.dtype)
@@ -234,9 +235,9 @@ FAST_WINOGRAD = False
 The reference backend is the baseline the compiled ones are measured against
 (and tested against), so it convolves by plain im2col everywhere.  Its
 Winograd transforms are readable ``einsum``s; even so, they beat im2col on
-BKNet's 6×6 layers (forward + backward ×1.2–1.4 in
-``python benchmarks/bench_conv_methods.py --backend numpy``), and lose
-elsewhere (×0.1–0.9).
+BKNet's 12×12 and 6×6 layers (forward + backward ×1.0–1.4 in
+``python benchmarks/bench_conv_methods.py --backend numpy``), and lose on the
+48×48 and 24×24 ones (×0.1–0.9).
 """
 
 
@@ -294,6 +295,7 @@ def batch_norm_relu_backward(grad_rows: np.ndarray, x_rows: np.ndarray, y_rows: 
     g_masked = grad_rows * (y_rows > 0)
     x_hat = (x_rows - mean) * inv_std
     return _into((scale * (g_masked - mean_g - x_hat * mean_gx)).astype(grad_rows.dtype, copy=False), out)
+
 
 FAST_BATCH_NORM_RELU = False
 """Whether training-mode batch-norm + ReLU should run as one op on this backend.

@@ -3,7 +3,7 @@
 For the pooling layers and the Winograd layers of the Config C trunk at batch
 128 (float32, channels-last as the network holds its activations), times
 every backend's ``max_pool2d_forward``, ``max_pool2d_backward`` and the four
-Winograd tile transforms (on one chunk of images, the size
+Winograd tile transforms with 2×2 and with 4×4 output tiles (on one chunk of images, the size
 ``functional.Conv2dFunction`` hands each worker), in turns, ``--rounds``
 times, and prints the median milliseconds and each compiled backend's
 speed-up over the reference.  Everything runs on one thread (the compiled
@@ -43,20 +43,23 @@ def cases(batch: int, rng: np.random.Generator) -> list[tuple[str, callable]]:
         out.append((f"max-pool backward {channels}×{side}²",
                     lambda b, g=grad, i=indices, s=x.shape: b.max_pool2d_backward(g, i, s)))
     for channels, features, side in WINOGRAD:
-        tiles = F.WinogradTiles((side, side), ((1, 1), (1, 1)))
-        per_image = 16 * tiles.count(1) * max(channels, features) * 4
-        images = max(1, min(batch, F.WINOGRAD_CHUNK_BYTES // per_image))
-        x = rng.standard_normal((images, channels, side, side)).astype(np.float32)
-        padded = tiles.padded(x, np.float32)
-        products = rng.standard_normal((16, tiles.count(images), features)).astype(np.float32)
-        grad = rng.standard_normal((images, side, side, features)).astype(np.float32)
-        grad_tiles = rng.standard_normal((16, tiles.count(images), channels)).astype(np.float32)
-        shape = f"{channels}→{features} {side}², {images} image{'s' if images > 1 else ''}"
-        out.append((f"winograd input {shape}", lambda b, p=padded: b.winograd_input_transform(p)))
-        out.append((f"winograd output {shape}", lambda b, m=products, t=tiles.tiles_hw: b.winograd_output_transform(m, t)))
-        out.append((f"winograd output grad {shape}", lambda b, g=grad: b.winograd_output_transform_grad(g)))
-        out.append((f"winograd input grad {shape}",
-                    lambda b, v=grad_tiles, t=tiles.tiles_hw: b.winograd_input_transform_grad(v, t)))
+        for tile in kernels.numpy_backend.WINOGRAD_TILES:
+            tiles = F.WinogradTiles((side, side), ((1, 1), (1, 1)), tile)
+            per_image = tiles.multiplications(1) * max(channels, features) * 4
+            images = max(1, min(batch, F.WINOGRAD_CHUNK_BYTES // per_image))
+            x = rng.standard_normal((images, channels, side, side)).astype(np.float32)
+            padded = tiles.padded(x, np.float32)
+            positions = tiles.alpha**2
+            products = rng.standard_normal((positions, tiles.count(images), features)).astype(np.float32)
+            grad = rng.standard_normal((images, tile * tiles.tiles_hw[0], tile * tiles.tiles_hw[1], features)).astype(np.float32)
+            grad_tiles = rng.standard_normal((positions, tiles.count(images), channels)).astype(np.float32)
+            shape = f"{tile}×{tile} {channels}→{features} {side}², {images} image{'s' if images > 1 else ''}"
+            out.append((f"winograd input {shape}", lambda b, p=padded, m=tile: b.winograd_input_transform(p, m)))
+            out.append((f"winograd output {shape}",
+                        lambda b, v=products, t=tiles.tiles_hw, m=tile: b.winograd_output_transform(v, t, tile=m)))
+            out.append((f"winograd output grad {shape}", lambda b, g=grad, m=tile: b.winograd_output_transform_grad(g, m)))
+            out.append((f"winograd input grad {shape}",
+                        lambda b, v=grad_tiles, t=tiles.tiles_hw, m=tile: b.winograd_input_transform_grad(v, t, m)))
     return out
 
 
@@ -76,7 +79,7 @@ def main(argv=None) -> None:
             rows = cases(args.batch, np.random.default_rng(0))
             print(f"one thread, batch {args.batch}, float32, median of {args.rounds} rounds (ms); "
                   f"×: speed-up over numpy")
-            print(f"{'kernel':<46}" + "".join(f"{n:>10}" for n in names) + "".join(f"{'×' + n:>10}" for n in names[1:]))
+            print(f"{'kernel':<50}" + "".join(f"{n:>10}" for n in names) + "".join(f"{'×' + n:>10}" for n in names[1:]))
             for label, run in rows:
                 for module in modules.values():
                     run(module)  # warm up: Numba compiles, memory is touched
@@ -87,7 +90,7 @@ def main(argv=None) -> None:
                         run(module)
                         samples[name].append(time.perf_counter() - start)
                 medians = {name: statistics.median(s) * 1000 for name, s in samples.items()}
-                print(f"{label:<46}" + "".join(f"{medians[n]:10.2f}" for n in names)
+                print(f"{label:<50}" + "".join(f"{medians[n]:10.2f}" for n in names)
                       + "".join(f"{medians['numpy'] / medians[n]:10.1f}" for n in names[1:]))
     finally:
         compiled.PARALLEL_MIN_VALUES = previous

@@ -385,15 +385,18 @@ def batch_norm_relu_backward(const floating[:, ::1] grad, const floating[:, ::1]
 
 
 # ----------------------------------------------------------- Winograd tiles
-# F(2×2, 3×3): the matrices Bᵀ, G, Aᵀ are written out in ``numpy_backend.py``.
-# Here their products are spelled out as additions (every entry of Bᵀ and Aᵀ
-# is 0 or ±1), in two stages per tile (rows, then columns), a block of
+# F(2×2, 3×3) and F(4×4, 3×3): the matrices Bᵀ, G, Aᵀ are written out in
+# ``numpy_backend.py``.  Here their products are spelled out as additions and
+# small multiples, in two stages per tile (rows, then columns), a block of
 # ``LANES`` channels at a time.  Each stage is a loop over channels that reads
 # contiguous memory and writes contiguous memory; the stage between them goes
 # through a small array on the stack, which GCC knows aliases nothing, so the
 # loops vectorise (with both stages in one loop body, through 16 pointers into
 # one array, GCC gave up: too many possible overlaps to check at run time).
-# ``plane`` is the distance between the 16 planes ξ = 4a + b of the tile-domain arrays.
+# ``plane`` is the distance between the α² planes ξ = α·a + b of the tile-domain
+# arrays (α = 4 for F(2×2, 3×3), 6 for F(4×4, 3×3)).  The ``*_tile`` functions
+# are F(2×2, 3×3), the ``*_tile4`` ones F(4×4, 3×3); the loops over tiles take
+# ``tile`` (2 or 4) and call one or the other.
 DEF LANES = 64
 
 
@@ -422,9 +425,9 @@ cdef inline void input_tile(const floating* d, Py_ssize_t row, Py_ssize_t channe
                 o[3 * plane + c] = t[a][1][c] - t[a][3][c]
 
 
-def winograd_input_transform(const floating[:, :, :, ::1] x, floating[:, :, ::1] tiles, int threads=0):
-    """``tiles (16, m·TH·TW, C)`` ← ``Bᵀ d B`` of every 4×4 tile ``d`` of ``x (m, 2·TH + 2, 2·TW + 2, C)``."""
-    cdef Py_ssize_t m = x.shape[0], th = (x.shape[1] - 2) // 2, tw = (x.shape[2] - 2) // 2
+def winograd_input_transform(const floating[:, :, :, ::1] x, floating[:, :, ::1] tiles, int tile=2, int threads=0):
+    """``tiles (α², m·TH·TW, C)`` ← ``Bᵀ d B`` of every α×α tile ``d`` of ``x (m, tile·TH + 2, tile·TW + 2, C)``."""
+    cdef Py_ssize_t m = x.shape[0], th = (x.shape[1] - 2) // tile, tw = (x.shape[2] - 2) // tile
     cdef Py_ssize_t channels = x.shape[3], row = x.shape[2] * x.shape[3], plane = tiles.shape[1] * tiles.shape[2]
     cdef Py_ssize_t n, i, j
     if m == 0 or channels == 0:
@@ -432,7 +435,10 @@ def winograd_input_transform(const floating[:, :, :, ::1] x, floating[:, :, ::1]
     for n in prange(m, nogil=True, num_threads=team_size(threads)):
         for i in range(th):
             for j in range(tw):
-                input_tile(&x[n, 2 * i, 2 * j, 0], row, channels, &tiles[0, (n * th + i) * tw + j, 0], plane)
+                if tile == 4:
+                    input_tile4(&x[n, 4 * i, 4 * j, 0], row, channels, &tiles[0, (n * th + i) * tw + j, 0], plane)
+                else:
+                    input_tile(&x[n, 2 * i, 2 * j, 0], row, channels, &tiles[0, (n * th + i) * tw + j, 0], plane)
 
 
 cdef inline void output_tile(const floating* m, Py_ssize_t plane, Py_ssize_t features, floating* y,
@@ -456,9 +462,9 @@ cdef inline void output_tile(const floating* m, Py_ssize_t plane, Py_ssize_t fea
                 o[features + f] = u[r][1][f] - u[r][2][f] - u[r][3][f]
 
 
-def winograd_output_transform(const floating[:, :, ::1] products, floating[:, :, :, ::1] y, int threads=0):
-    """``y (m, 2·TH, 2·TW, F)`` ← ``Aᵀ M A`` of every tile of ``products (16, m·TH·TW, F)``."""
-    cdef Py_ssize_t m = y.shape[0], th = y.shape[1] // 2, tw = y.shape[2] // 2, features = y.shape[3]
+def winograd_output_transform(const floating[:, :, ::1] products, floating[:, :, :, ::1] y, int tile=2, int threads=0):
+    """``y (m, tile·TH, tile·TW, F)`` ← ``Aᵀ M A`` of every tile of ``products (α², m·TH·TW, F)``."""
+    cdef Py_ssize_t m = y.shape[0], th = y.shape[1] // tile, tw = y.shape[2] // tile, features = y.shape[3]
     cdef Py_ssize_t row = y.shape[2] * features, plane = products.shape[1] * features
     cdef Py_ssize_t n, i, j
     if m == 0 or features == 0:
@@ -466,7 +472,10 @@ def winograd_output_transform(const floating[:, :, ::1] products, floating[:, :,
     for n in prange(m, nogil=True, num_threads=team_size(threads)):
         for i in range(th):
             for j in range(tw):
-                output_tile(&products[0, (n * th + i) * tw + j, 0], plane, features, &y[n, 2 * i, 2 * j, 0], row)
+                if tile == 4:
+                    output_tile4(&products[0, (n * th + i) * tw + j, 0], plane, features, &y[n, 4 * i, 4 * j, 0], row)
+                else:
+                    output_tile(&products[0, (n * th + i) * tw + j, 0], plane, features, &y[n, 2 * i, 2 * j, 0], row)
 
 
 cdef inline void output_tile_grad(const floating* g, Py_ssize_t row, Py_ssize_t features, floating* out,
@@ -494,9 +503,10 @@ cdef inline void output_tile_grad(const floating* g, Py_ssize_t row, Py_ssize_t 
                 o[12 * plane + f] = -w[1][b][f]
 
 
-def winograd_output_transform_grad(const floating[:, :, :, ::1] grad, floating[:, :, ::1] grad_products, int threads=0):
-    """``grad_products (16, m·TH·TW, F)`` ← ``A Ĝ Aᵀ`` of every 2×2 tile ``Ĝ`` of ``grad (m, 2·TH, 2·TW, F)``."""
-    cdef Py_ssize_t m = grad.shape[0], th = grad.shape[1] // 2, tw = grad.shape[2] // 2, features = grad.shape[3]
+def winograd_output_transform_grad(const floating[:, :, :, ::1] grad, floating[:, :, ::1] grad_products, int tile=2,
+                                   int threads=0):
+    """``grad_products (α², m·TH·TW, F)`` ← ``A Ĝ Aᵀ`` of every tile×tile block ``Ĝ`` of ``grad (m, tile·TH, tile·TW, F)``."""
+    cdef Py_ssize_t m = grad.shape[0], th = grad.shape[1] // tile, tw = grad.shape[2] // tile, features = grad.shape[3]
     cdef Py_ssize_t row = grad.shape[2] * features, plane = grad_products.shape[1] * features
     cdef Py_ssize_t n, i, j
     if m == 0 or features == 0:
@@ -504,7 +514,12 @@ def winograd_output_transform_grad(const floating[:, :, :, ::1] grad, floating[:
     for n in prange(m, nogil=True, num_threads=team_size(threads)):
         for i in range(th):
             for j in range(tw):
-                output_tile_grad(&grad[n, 2 * i, 2 * j, 0], row, features, &grad_products[0, (n * th + i) * tw + j, 0], plane)
+                if tile == 4:
+                    output_tile_grad4(&grad[n, 4 * i, 4 * j, 0], row, features, &grad_products[0, (n * th + i) * tw + j, 0],
+                                      plane)
+                else:
+                    output_tile_grad(&grad[n, 2 * i, 2 * j, 0], row, features, &grad_products[0, (n * th + i) * tw + j, 0],
+                                     plane)
 
 
 cdef inline void input_tile_grad(const floating* v, Py_ssize_t plane, Py_ssize_t channels, floating* d,
@@ -539,13 +554,14 @@ cdef inline void input_tile_grad(const floating* v, Py_ssize_t plane, Py_ssize_t
                 pixel[c] -= t[p][3][c]
 
 
-def winograd_input_transform_grad(const floating[:, :, ::1] grad_tiles, floating[:, :, :, ::1] grad_x, int threads=0):
-    """``grad_x (m, 2·TH + 2, 2·TW + 2, C)`` (zeroed by the caller) += ``B V̂ Bᵀ`` of every tile of ``grad_tiles (16, m·TH·TW, C)``.
+def winograd_input_transform_grad(const floating[:, :, ::1] grad_tiles, floating[:, :, :, ::1] grad_x, int tile=2,
+                                  int threads=0):
+    """``grad_x (m, tile·TH + 2, tile·TW + 2, C)`` (zeroed by the caller) += ``B V̂ Bᵀ`` of every tile of ``grad_tiles (α², m·TH·TW, C)``.
 
     Tiles overlap by two pixels, so one image's tiles run in order on one
     thread; the threads take whole images.
     """
-    cdef Py_ssize_t m = grad_x.shape[0], th = (grad_x.shape[1] - 2) // 2, tw = (grad_x.shape[2] - 2) // 2
+    cdef Py_ssize_t m = grad_x.shape[0], th = (grad_x.shape[1] - 2) // tile, tw = (grad_x.shape[2] - 2) // tile
     cdef Py_ssize_t channels = grad_x.shape[3], row = grad_x.shape[2] * channels, plane = grad_tiles.shape[1] * channels
     cdef Py_ssize_t n, i, j
     if m == 0 or channels == 0:
@@ -553,4 +569,164 @@ def winograd_input_transform_grad(const floating[:, :, ::1] grad_tiles, floating
     for n in prange(m, nogil=True, num_threads=team_size(threads)):
         for i in range(th):
             for j in range(tw):
-                input_tile_grad(&grad_tiles[0, (n * th + i) * tw + j, 0], plane, channels, &grad_x[n, 2 * i, 2 * j, 0], row)
+                if tile == 4:
+                    input_tile_grad4(&grad_tiles[0, (n * th + i) * tw + j, 0], plane, channels, &grad_x[n, 4 * i, 4 * j, 0],
+                                     row)
+                else:
+                    input_tile_grad(&grad_tiles[0, (n * th + i) * tw + j, 0], plane, channels, &grad_x[n, 2 * i, 2 * j, 0],
+                                    row)
+
+
+# F(4×4, 3×3): the same two stages with Bᵀ (6, 6) and Aᵀ (4, 6), whose entries are small integers.  The
+# multipliers are typed ``floating`` constants (``two``, ``four``, ...): Cython writes a literal ``4`` next to
+# a float as the double ``4.0``, and GCC does not vectorise a float loop that goes through double.
+cdef inline void input_tile4(const floating* d, Py_ssize_t row, Py_ssize_t channels, floating* out,
+                             Py_ssize_t plane) noexcept nogil:
+    """Write ``Bᵀ d B`` of the 6×6 tile at ``d`` (rows ``row`` apart, pixels ``channels`` apart) to ``out[ξ·plane + c]``."""
+    cdef floating four = 4, five = 5, two = 2
+    cdef floating t[6][6][LANES]
+    cdef Py_ssize_t start, width, c, q, a
+    cdef const floating* col
+    cdef floating* o
+    for start in range(0, channels, LANES):
+        width = min(LANES, channels - start)
+        for q in range(6):  # Bᵀ d, column q: the rows of Bᵀ, grouped as d4 − 4·d2 ± (d3 − 4·d1) and d4 − d2 ± 2·(d3 − d1)
+            col = d + q * channels + start
+            for c in range(width):
+                t[0][q][c] = four * col[c] - five * col[2 * row + c] + col[4 * row + c]
+                t[1][q][c] = col[4 * row + c] - four * col[2 * row + c] + col[3 * row + c] - four * col[row + c]
+                t[2][q][c] = col[4 * row + c] - four * col[2 * row + c] - col[3 * row + c] + four * col[row + c]
+                t[3][q][c] = col[4 * row + c] - col[2 * row + c] + two * (col[3 * row + c] - col[row + c])
+                t[4][q][c] = col[4 * row + c] - col[2 * row + c] - two * (col[3 * row + c] - col[row + c])
+                t[5][q][c] = four * col[row + c] - five * col[3 * row + c] + col[5 * row + c]
+        for a in range(6):  # (Bᵀ d) B, row a: the same six combinations along the row
+            # One loop per plane: with six stores to ``o`` in one loop GCC would have to check 15 pairs of
+            # them for overlap at run time, more than it does (10), and would not vectorise.
+            o = out + 6 * a * plane + start
+            for c in range(width):
+                o[c] = four * t[a][0][c] - five * t[a][2][c] + t[a][4][c]
+            o = o + plane
+            for c in range(width):
+                o[c] = t[a][4][c] - four * t[a][2][c] + t[a][3][c] - four * t[a][1][c]
+            o = o + plane
+            for c in range(width):
+                o[c] = t[a][4][c] - four * t[a][2][c] - t[a][3][c] + four * t[a][1][c]
+            o = o + plane
+            for c in range(width):
+                o[c] = t[a][4][c] - t[a][2][c] + two * (t[a][3][c] - t[a][1][c])
+            o = o + plane
+            for c in range(width):
+                o[c] = t[a][4][c] - t[a][2][c] - two * (t[a][3][c] - t[a][1][c])
+            o = o + plane
+            for c in range(width):
+                o[c] = four * t[a][1][c] - five * t[a][3][c] + t[a][5][c]
+
+
+cdef inline void output_tile4(const floating* m, Py_ssize_t plane, Py_ssize_t features, floating* y,
+                              Py_ssize_t row) noexcept nogil:
+    """Write ``Aᵀ M A`` of the 6×6 tile whose ``M[ξ]`` are at ``m[ξ·plane + f]`` to the 4×4 pixels at ``y`` (rows ``row`` apart)."""
+    cdef floating two = 2, four = 4, eight = 8
+    cdef floating u[4][6][LANES]
+    cdef Py_ssize_t start, width, f, b, r
+    cdef const floating* col
+    cdef floating* o
+    for start in range(0, features, LANES):
+        width = min(LANES, features - start)
+        for b in range(6):  # Aᵀ M, column b: m0 + (m1 + m2) + (m3 + m4), (m1 − m2) + 2·(m3 − m4), ... + m5
+            col = m + b * plane + start
+            for f in range(width):
+                u[0][b][f] = col[f] + col[6 * plane + f] + col[12 * plane + f] + col[18 * plane + f] + col[24 * plane + f]
+                u[1][b][f] = col[6 * plane + f] - col[12 * plane + f] + two * (col[18 * plane + f] - col[24 * plane + f])
+                u[2][b][f] = col[6 * plane + f] + col[12 * plane + f] + four * (col[18 * plane + f] + col[24 * plane + f])
+                u[3][b][f] = (col[6 * plane + f] - col[12 * plane + f] + eight * (col[18 * plane + f] - col[24 * plane + f])
+                              + col[30 * plane + f])
+        for r in range(4):  # (Aᵀ M) A, row r: the same four combinations along the row
+            o = y + r * row + start
+            for f in range(width):
+                o[f] = u[r][0][f] + u[r][1][f] + u[r][2][f] + u[r][3][f] + u[r][4][f]
+                o[features + f] = u[r][1][f] - u[r][2][f] + two * (u[r][3][f] - u[r][4][f])
+                o[2 * features + f] = u[r][1][f] + u[r][2][f] + four * (u[r][3][f] + u[r][4][f])
+                o[3 * features + f] = u[r][1][f] - u[r][2][f] + eight * (u[r][3][f] - u[r][4][f]) + u[r][5][f]
+
+
+cdef inline void output_tile_grad4(const floating* g, Py_ssize_t row, Py_ssize_t features, floating* out,
+                                   Py_ssize_t plane) noexcept nogil:
+    """Write ``A Ĝ Aᵀ`` of the 4×4 gradient at ``g`` (rows ``row`` apart) to ``out[ξ·plane + f]``."""
+    cdef floating two = 2, four = 4, eight = 8
+    cdef floating w[4][6][LANES]
+    cdef Py_ssize_t start, width, f, r, b
+    cdef const floating* pixels
+    cdef floating* o
+    for start in range(0, features, LANES):
+        width = min(LANES, features - start)
+        for r in range(4):  # Ĝ Aᵀ, row r: the columns of Aᵀ, g0, Σ g, g0 − g1 + g2 − g3, g0 ± 2·g1 + 4·g2 ± 8·g3, g3
+            pixels = g + r * row + start
+            for f in range(width):
+                w[r][0][f] = pixels[f]
+                w[r][1][f] = pixels[f] + pixels[features + f] + pixels[2 * features + f] + pixels[3 * features + f]
+                w[r][2][f] = pixels[f] - pixels[features + f] + pixels[2 * features + f] - pixels[3 * features + f]
+                w[r][3][f] = pixels[f] + two * pixels[features + f] + four * pixels[2 * features + f] + eight * pixels[3 * features + f]
+                w[r][4][f] = pixels[f] - two * pixels[features + f] + four * pixels[2 * features + f] - eight * pixels[3 * features + f]
+                w[r][5][f] = pixels[3 * features + f]
+        for b in range(6):  # A (Ĝ Aᵀ), column b: the same combinations of the four rows, one loop per plane
+            o = out + b * plane + start
+            for f in range(width):
+                o[f] = w[0][b][f]
+            o = o + 6 * plane
+            for f in range(width):
+                o[f] = w[0][b][f] + w[1][b][f] + w[2][b][f] + w[3][b][f]
+            o = o + 6 * plane
+            for f in range(width):
+                o[f] = w[0][b][f] - w[1][b][f] + w[2][b][f] - w[3][b][f]
+            o = o + 6 * plane
+            for f in range(width):
+                o[f] = w[0][b][f] + two * w[1][b][f] + four * w[2][b][f] + eight * w[3][b][f]
+            o = o + 6 * plane
+            for f in range(width):
+                o[f] = w[0][b][f] - two * w[1][b][f] + four * w[2][b][f] - eight * w[3][b][f]
+            o = o + 6 * plane
+            for f in range(width):
+                o[f] = w[3][b][f]
+
+
+cdef inline void input_tile_grad4(const floating* v, Py_ssize_t plane, Py_ssize_t channels, floating* d,
+                                  Py_ssize_t row) noexcept nogil:
+    """Add ``B V̂ Bᵀ`` of the 6×6 tile whose ``V̂[ξ]`` are at ``v[ξ·plane + c]`` onto the 6×6 pixels at ``d``."""
+    cdef floating two = 2, four = 4, five = 5
+    cdef floating t[6][6][LANES]
+    cdef Py_ssize_t start, width, c, b, p
+    cdef const floating* col
+    cdef floating* pixel
+    for start in range(0, channels, LANES):
+        width = min(LANES, channels - start)
+        for b in range(6):  # B V̂, column b: the columns of Bᵀ applied to z0 … z5
+            col = v + b * plane + start
+            for c in range(width):
+                t[0][b][c] = four * col[c]
+                t[1][b][c] = (four * (col[12 * plane + c] - col[6 * plane + c] + col[30 * plane + c])
+                              + two * (col[24 * plane + c] - col[18 * plane + c]))
+                t[2][b][c] = (-five * col[c] - four * (col[6 * plane + c] + col[12 * plane + c])
+                              - (col[18 * plane + c] + col[24 * plane + c]))
+                t[3][b][c] = (col[6 * plane + c] - col[12 * plane + c] + two * (col[18 * plane + c] - col[24 * plane + c])
+                              - five * col[30 * plane + c])
+                t[4][b][c] = col[c] + col[6 * plane + c] + col[12 * plane + c] + col[18 * plane + c] + col[24 * plane + c]
+                t[5][b][c] = col[30 * plane + c]
+        for p in range(6):  # (B V̂) Bᵀ, row p: the same combinations along the row, one loop per pixel
+            pixel = d + p * row + start
+            for c in range(width):
+                pixel[c] += four * t[p][0][c]
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += four * (t[p][2][c] - t[p][1][c] + t[p][5][c]) + two * (t[p][4][c] - t[p][3][c])
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += -five * t[p][0][c] - four * (t[p][1][c] + t[p][2][c]) - (t[p][3][c] + t[p][4][c])
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += t[p][1][c] - t[p][2][c] + two * (t[p][3][c] - t[p][4][c]) - five * t[p][5][c]
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += t[p][0][c] + t[p][1][c] + t[p][2][c] + t[p][3][c] + t[p][4][c]
+            pixel = pixel + channels
+            for c in range(width):
+                pixel[c] += t[p][5][c]

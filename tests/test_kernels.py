@@ -268,60 +268,72 @@ def test_batch_norm_relu_kernels_equal_reference(backend, dtype, rows, channels,
 # ---------------------------------------------------------- Winograd tiles
 @st.composite
 def winograd_cases(draw):
-    """(images m, tiles TH, TW, channels C, features F, seed); C and F around the compiled loops' 64-channel blocks."""
+    """(tile m, images, tiles TH, TW, channels C, features F, seed); C and F around the compiled loops' 64-channel blocks."""
     widths = st.sampled_from([1, 2, 3, 16, 63, 64, 65, 256])
-    return (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(widths), draw(widths),
-            draw(st.integers(0, 2**32 - 1)))
+    return (draw(st.sampled_from(reference.WINOGRAD_TILES)), draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+            draw(st.integers(1, 4)), draw(widths), draw(widths), draw(st.integers(0, 2**32 - 1)))
 
 
 @EXAMPLES
 @given(case=winograd_cases())
 def test_winograd_transforms_equal_reference(backend, dtype, case):
-    """The four tile transforms, from padded images to the tile domain and back, and their gradients."""
-    m, th, tw, channels, features, seed = case
+    """The four tile transforms of F(2×2, 3×3) and F(4×4, 3×3), from padded images to the tile domain and back,
+    and their gradients."""
+    tile, m, th, tw, channels, features, seed = case
+    positions = (tile + 2) ** 2
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((m, 2 * th + 2, 2 * tw + 2, channels)).astype(dtype)
-    products = rng.standard_normal((16, m * th * tw, features)).astype(dtype)
-    grad = rng.standard_normal((m, 2 * th, 2 * tw, features)).astype(dtype)
-    grad_tiles = rng.standard_normal((16, m * th * tw, channels)).astype(dtype)
-    assert_close(backend.winograd_input_transform(x), reference.winograd_input_transform(x), dtype)
-    assert_close(backend.winograd_output_transform(products, (th, tw)),
-                 reference.winograd_output_transform(products, (th, tw)), dtype)
-    assert_close(backend.winograd_output_transform_grad(grad), reference.winograd_output_transform_grad(grad), dtype)
-    assert_close(backend.winograd_input_transform_grad(grad_tiles, (th, tw)),
-                 reference.winograd_input_transform_grad(grad_tiles, (th, tw)), dtype)
+    x = rng.standard_normal((m, tile * th + 2, tile * tw + 2, channels)).astype(dtype)
+    products = rng.standard_normal((positions, m * th * tw, features)).astype(dtype)
+    grad = rng.standard_normal((m, tile * th, tile * tw, features)).astype(dtype)
+    grad_tiles = rng.standard_normal((positions, m * th * tw, channels)).astype(dtype)
+    assert_close(backend.winograd_input_transform(x, tile), reference.winograd_input_transform(x, tile), dtype)
+    assert_close(backend.winograd_output_transform(products, (th, tw), tile=tile),
+                 reference.winograd_output_transform(products, (th, tw), tile=tile), dtype)
+    assert_close(backend.winograd_output_transform_grad(grad, tile), reference.winograd_output_transform_grad(grad, tile),
+                 dtype)
+    assert_close(backend.winograd_input_transform_grad(grad_tiles, (th, tw), tile),
+                 reference.winograd_input_transform_grad(grad_tiles, (th, tw), tile), dtype)
 
 
+@pytest.mark.parametrize("tile", reference.WINOGRAD_TILES)
 @pytest.mark.parametrize("name", ["numpy"] + FAST_BACKENDS)
-def test_winograd_output_transform_writes_into_a_given_array(name):
+def test_winograd_output_transform_writes_into_a_given_array(name, tile):
     module = reference if name == "numpy" else load_backend(name)
-    products = np.random.default_rng(4).standard_normal((16, 2 * 3 * 2, 5))
-    target = np.full((4, 6, 4, 5), -7.0)
-    module.winograd_output_transform(products, (3, 2), out=target[1:3])
-    np.testing.assert_allclose(target[1:3], reference.winograd_output_transform(products, (3, 2)), rtol=1e-12)
+    products = np.random.default_rng(4).standard_normal(((tile + 2) ** 2, 2 * 3 * 2, 5))
+    target = np.full((4, 3 * tile, 2 * tile, 5), -7.0)
+    module.winograd_output_transform(products, (3, 2), out=target[1:3], tile=tile)
+    np.testing.assert_allclose(target[1:3], reference.winograd_output_transform(products, (3, 2), tile=tile), rtol=1e-12)
     assert (target[0] == -7).all() and (target[3] == -7).all()
 
 
-def test_winograd_reference_gradients_are_the_adjoints_of_the_transforms():
+@pytest.mark.parametrize("tile", reference.WINOGRAD_TILES)
+def test_winograd_reference_gradients_are_the_adjoints_of_the_transforms(tile):
     """⟨T x, y⟩ = ⟨x, Tᵀ y⟩ for the input and the output transform: what makes them each other's backward."""
     rng = np.random.default_rng(5)
-    x, v = rng.standard_normal((2, 8, 6, 3)), rng.standard_normal((16, 2 * 3 * 2, 3))
-    np.testing.assert_allclose(np.vdot(reference.winograd_input_transform(x), v),
-                               np.vdot(x, reference.winograd_input_transform_grad(v, (3, 2))), rtol=1e-12)
-    products, y = rng.standard_normal((16, 2 * 3 * 2, 4)), rng.standard_normal((2, 6, 4, 4))
-    np.testing.assert_allclose(np.vdot(reference.winograd_output_transform(products, (3, 2)), y),
-                               np.vdot(products, reference.winograd_output_transform_grad(y)), rtol=1e-12)
+    positions = (tile + 2) ** 2
+    x, v = rng.standard_normal((2, 3 * tile + 2, 2 * tile + 2, 3)), rng.standard_normal((positions, 2 * 3 * 2, 3))
+    np.testing.assert_allclose(np.vdot(reference.winograd_input_transform(x, tile), v),
+                               np.vdot(x, reference.winograd_input_transform_grad(v, (3, 2), tile)), rtol=1e-12)
+    products, y = rng.standard_normal((positions, 2 * 3 * 2, 4)), rng.standard_normal((2, 3 * tile, 2 * tile, 4))
+    np.testing.assert_allclose(np.vdot(reference.winograd_output_transform(products, (3, 2), tile=tile), y),
+                               np.vdot(products, reference.winograd_output_transform_grad(y, tile)), rtol=1e-12)
 
 
-def test_winograd_reference_is_a_3_tap_filter_on_one_tile():
-    """One 4×4 tile of one channel, one filter: Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A is the 2×2 cross-correlation of d with g."""
+@pytest.mark.parametrize("tile", reference.WINOGRAD_TILES)
+def test_winograd_reference_is_a_3_tap_filter_on_one_tile(tile):
+    """One α×α tile of one channel, one filter: Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A is the m×m cross-correlation of d with g.
+
+    This is what checks the matrices Bᵀ, G and Aᵀ themselves (for F(4×4, 3×3) their entries are easy to mistype).
+    """
     rng = np.random.default_rng(6)
-    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
-    u = reference.WINOGRAD_G @ g @ reference.WINOGRAD_G.T
-    v = reference.winograd_input_transform(d.reshape(1, 4, 4, 1))  # (16, 1, 1)
-    y = reference.winograd_output_transform(v * u.reshape(16, 1, 1), (1, 1))[0, :, :, 0]
-    direct = [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(2)] for i in range(2)]
-    np.testing.assert_allclose(y, direct, rtol=1e-12)
+    alpha = tile + 2
+    d, g = rng.standard_normal((alpha, alpha)), rng.standard_normal((3, 3))
+    big_g = reference.winograd_matrices(tile)[1]
+    u = big_g @ g @ big_g.T
+    v = reference.winograd_input_transform(d.reshape(1, alpha, alpha, 1), tile)  # (α², 1, 1)
+    y = reference.winograd_output_transform(v * u.reshape(alpha**2, 1, 1), (1, 1), tile=tile)[0, :, :, 0]
+    direct = [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(tile)] for i in range(tile)]
+    np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-13)
 
 
 @EXAMPLES
@@ -397,8 +409,14 @@ def test_fast_kernels_reject_bad_input_clearly(backend):
         backend.shifted_matmul_grad_weights(rows, np.zeros((6, 4), np.float32), [-1, 1])
     with pytest.raises(ValueError, match=r"2·TH \+ 2"):
         backend.winograd_input_transform(np.zeros((1, 5, 6, 2), np.float32))  # 5 rows: no whole number of tiles
+    with pytest.raises(ValueError, match=r"4·TH \+ 2"):
+        backend.winograd_input_transform(np.zeros((1, 8, 6, 2), np.float32), 4)  # 8 rows: 2·3 + 2, but not 4·TH + 2
+    with pytest.raises(ValueError, match="tile must be one of"):
+        backend.winograd_output_transform_grad(np.zeros((1, 6, 6, 2), np.float32), 3)
     with pytest.raises(ValueError, match=r"\(16, m·TH·TW, K\)"):
         backend.winograd_output_transform(np.zeros((16, 7, 2), np.float32), (2, 2))  # 7 tiles are not m·2·2
+    with pytest.raises(ValueError, match=r"\(36, m·TH·TW, K\)"):
+        backend.winograd_input_transform_grad(np.zeros((16, 4, 2), np.float32), (2, 2), 4)  # F(2×2)'s 16 positions
     with pytest.raises(TypeError, match="float32 or float64"):
         backend.winograd_output_transform_grad(np.zeros((1, 2, 2, 3), np.int32))
     with pytest.raises(ValueError, match="out must be"):

@@ -114,20 +114,20 @@ def shifted_matmul_grad_weights(rows, grad, offsets):
     return _current.shifted_matmul_grad_weights(rows, grad, offsets)
 
 
-def winograd_input_transform(x):
-    return _current.winograd_input_transform(x)
+def winograd_input_transform(x, tile=2):
+    return _current.winograd_input_transform(x, tile)
 
 
-def winograd_output_transform(products, tiles_hw, out=None):
-    return _current.winograd_output_transform(products, tiles_hw, out)
+def winograd_output_transform(products, tiles_hw, out=None, tile=2):
+    return _current.winograd_output_transform(products, tiles_hw, out, tile)
 
 
-def winograd_output_transform_grad(grad):
-    return _current.winograd_output_transform_grad(grad)
+def winograd_output_transform_grad(grad, tile=2):
+    return _current.winograd_output_transform_grad(grad, tile)
 
 
-def winograd_input_transform_grad(grad_tiles, tiles_hw):
-    return _current.winograd_input_transform_grad(grad_tiles, tiles_hw)
+def winograd_input_transform_grad(grad_tiles, tiles_hw, tile=2):
+    return _current.winograd_input_transform_grad(grad_tiles, tiles_hw, tile)
 
 
 def channel_sums(x_rows, shift):

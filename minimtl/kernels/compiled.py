@@ -34,7 +34,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from minimtl import parallel
-from minimtl.kernels.numpy_backend import output_size
+from minimtl.kernels.numpy_backend import output_size, winograd_matrices
 
 FLOAT_TYPES = (np.float32, np.float64)
 
@@ -117,23 +117,33 @@ def _check_shifted(rows, other, offsets, count: int):
     return np.ascontiguousarray(rows, dtype=dtype), np.ascontiguousarray(other, dtype=dtype), offsets
 
 
-def _check_tiled(x, overlap: int, name: str) -> np.ndarray:
-    """``x (m, 2·TH + overlap, 2·TW + overlap, C)`` with TH, TW ≥ 1, float, as a C-contiguous array."""
+def _check_tiled(x, tile: int, overlap: int, name: str) -> np.ndarray:
+    """``x (m, tile·TH + overlap, tile·TW + overlap, C)`` with TH, TW ≥ 1, float, as a C-contiguous array."""
+    _alpha(tile)
     if not isinstance(x, np.ndarray) or x.dtype.type not in FLOAT_TYPES:
         raise TypeError(f"{name} must be a float32 or float64 array, got {getattr(x, 'dtype', type(x))}")
-    if x.ndim != 4 or x.shape[1] < 2 + overlap or x.shape[2] < 2 + overlap or (x.shape[1] - overlap) % 2 or (x.shape[2] - overlap) % 2:
-        raise ValueError(f"{name} must have shape (m, 2·TH + {overlap}, 2·TW + {overlap}, C) with TH, TW ≥ 1, got {x.shape}")
+    if (x.ndim != 4 or x.shape[1] < tile + overlap or x.shape[2] < tile + overlap or (x.shape[1] - overlap) % tile
+            or (x.shape[2] - overlap) % tile):
+        raise ValueError(f"{name} must have shape (m, {tile}·TH + {overlap}, {tile}·TW + {overlap}, C) with TH, TW ≥ 1, "
+                         f"got {x.shape}")
     return np.ascontiguousarray(x)
 
 
-def _check_tile_domain(values, tiles_hw, name: str) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """``values (16, m·TH·TW, K)`` as a C-contiguous float array, and ``(m, TH, TW)``."""
+def _check_tile_domain(values, tiles_hw, tile: int, name: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """``values (α², m·TH·TW, K)`` as a C-contiguous float array, and ``(m, TH, TW)``."""
+    alpha = _alpha(tile)
     if not isinstance(values, np.ndarray) or values.dtype.type not in FLOAT_TYPES:
         raise TypeError(f"{name}: values must be a float32 or float64 array, got {getattr(values, 'dtype', type(values))}")
     th, tw = (int(v) for v in tiles_hw)
-    if values.ndim != 3 or values.shape[0] != 16 or th < 1 or tw < 1 or values.shape[1] % (th * tw):
-        raise ValueError(f"{name}: values must have shape (16, m·TH·TW, K) for tiles {tiles_hw}, got {values.shape}")
+    if values.ndim != 3 or values.shape[0] != alpha * alpha or th < 1 or tw < 1 or values.shape[1] % (th * tw):
+        raise ValueError(f"{name}: values must have shape ({alpha * alpha}, m·TH·TW, K) for tile {tile} and tiles "
+                         f"{tiles_hw}, got {values.shape}")
     return np.ascontiguousarray(values), (values.shape[1] // (th * tw), th, tw)
+
+
+def _alpha(tile: int) -> int:
+    """The input tile side ``α = tile + 2`` of F(tile × tile, 3×3), for the tile sizes the kernels know."""
+    return winograd_matrices(tile)[0].shape[0]
 
 
 def _check_rows(rows: Sequence[np.ndarray], vectors: Sequence[np.ndarray]):
@@ -173,8 +183,9 @@ class CompiledBackend(SimpleNamespace):
     (``thread_count(...)``: 1 for small work, 0 for the default), and the
     single-threaded ``shifted_matmul``, ``shifted_matmul_grad_weights`` (they
     call BLAS) and ``batch_norm_relu_*`` (``minimtl.parallel`` runs one call
-    per core); the four ``winograd_*`` loops take channels-last images and
-    tile-domain arrays ``(16, tiles, C)`` and a keyword ``threads`` too.
+    per core); the four ``winograd_*`` loops take channels-last images,
+    tile-domain arrays ``(α², tiles, C)``, the tile size (2 or 4) and a keyword
+    ``threads`` too.
     """
 
     def __init__(self, loops) -> None:
@@ -228,39 +239,42 @@ class CompiledBackend(SimpleNamespace):
         self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, shifted_tile_rows(rows.shape[1], grad.shape[1]))
         return result
 
-    def winograd_input_transform(self, x: np.ndarray) -> np.ndarray:
-        """``x (m, 2·TH + 2, 2·TW + 2, C)`` (padded, channels last) → ``V (16, m·TH·TW, C)``."""
-        x = _check_tiled(x, 2, "winograd_input_transform input")
+    def winograd_input_transform(self, x: np.ndarray, tile: int = 2) -> np.ndarray:
+        """``x (m, tile·TH + 2, tile·TW + 2, C)`` (padded, channels last) → ``V (α², m·TH·TW, C)``."""
+        x = _check_tiled(x, tile, 2, "winograd_input_transform input")
         m, height, width, c = x.shape
-        tiles = np.empty((16, m * ((height - 2) // 2) * ((width - 2) // 2), c), dtype=x.dtype)
-        self.loops.winograd_input_transform(x, tiles, threads=thread_count(m, tiles.size))
+        alpha = _alpha(tile)
+        tiles = np.empty((alpha * alpha, m * ((height - 2) // tile) * ((width - 2) // tile), c), dtype=x.dtype)
+        self.loops.winograd_input_transform(x, tiles, tile, threads=thread_count(m, tiles.size))
         return tiles
 
-    def winograd_output_transform(self, products: np.ndarray, tiles_hw, out: np.ndarray | None = None) -> np.ndarray:
-        """``products (16, m·TH·TW, F)`` → ``y (m, 2·TH, 2·TW, F)``, written into ``out`` if given."""
-        products, (m, th, tw) = _check_tile_domain(products, tiles_hw, "winograd_output_transform")
-        shape = (m, 2 * th, 2 * tw, products.shape[2])
+    def winograd_output_transform(self, products: np.ndarray, tiles_hw, out: np.ndarray | None = None,
+                                  tile: int = 2) -> np.ndarray:
+        """``products (α², m·TH·TW, F)`` → ``y (m, tile·TH, tile·TW, F)``, written into ``out`` if given."""
+        products, (m, th, tw) = _check_tile_domain(products, tiles_hw, tile, "winograd_output_transform")
+        shape = (m, tile * th, tile * tw, products.shape[2])
         if out is None:
             out = np.empty(shape, dtype=products.dtype)
         elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != products.dtype or not out.flags.c_contiguous:
             raise ValueError(f"winograd_output_transform: out must be a C-contiguous {products.dtype} array of shape {shape}, "
                              f"got {getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
-        self.loops.winograd_output_transform(products, out, threads=thread_count(m, out.size))
+        self.loops.winograd_output_transform(products, out, tile, threads=thread_count(m, out.size))
         return out
 
-    def winograd_output_transform_grad(self, grad: np.ndarray) -> np.ndarray:
-        """``grad (m, 2·TH, 2·TW, F)`` → ``(16, m·TH·TW, F)``, the adjoint of ``winograd_output_transform``."""
-        grad = _check_tiled(grad, 0, "winograd_output_transform_grad input")
+    def winograd_output_transform_grad(self, grad: np.ndarray, tile: int = 2) -> np.ndarray:
+        """``grad (m, tile·TH, tile·TW, F)`` → ``(α², m·TH·TW, F)``, the adjoint of ``winograd_output_transform``."""
+        grad = _check_tiled(grad, tile, 0, "winograd_output_transform_grad input")
         m, height, width, f = grad.shape
-        grad_products = np.empty((16, m * (height // 2) * (width // 2), f), dtype=grad.dtype)
-        self.loops.winograd_output_transform_grad(grad, grad_products, threads=thread_count(m, grad_products.size))
+        alpha = _alpha(tile)
+        grad_products = np.empty((alpha * alpha, m * (height // tile) * (width // tile), f), dtype=grad.dtype)
+        self.loops.winograd_output_transform_grad(grad, grad_products, tile, threads=thread_count(m, grad_products.size))
         return grad_products
 
-    def winograd_input_transform_grad(self, grad_tiles: np.ndarray, tiles_hw) -> np.ndarray:
-        """``grad_tiles (16, m·TH·TW, C)`` → ``(m, 2·TH + 2, 2·TW + 2, C)``, the adjoint of ``winograd_input_transform``."""
-        grad_tiles, (m, th, tw) = _check_tile_domain(grad_tiles, tiles_hw, "winograd_input_transform_grad")
-        grad_x = np.zeros((m, 2 * th + 2, 2 * tw + 2, grad_tiles.shape[2]), dtype=grad_tiles.dtype)
-        self.loops.winograd_input_transform_grad(grad_tiles, grad_x, threads=thread_count(m, grad_tiles.size))
+    def winograd_input_transform_grad(self, grad_tiles: np.ndarray, tiles_hw, tile: int = 2) -> np.ndarray:
+        """``grad_tiles (α², m·TH·TW, C)`` → ``(m, tile·TH + 2, tile·TW + 2, C)``, the adjoint of ``winograd_input_transform``."""
+        grad_tiles, (m, th, tw) = _check_tile_domain(grad_tiles, tiles_hw, tile, "winograd_input_transform_grad")
+        grad_x = np.zeros((m, tile * th + 2, tile * tw + 2, grad_tiles.shape[2]), dtype=grad_tiles.dtype)
+        self.loops.winograd_input_transform_grad(grad_tiles, grad_x, tile, threads=thread_count(m, grad_tiles.size))
         return grad_x
 
     def channel_sums(self, x_rows: np.ndarray, shift) -> tuple[np.ndarray, np.ndarray]:

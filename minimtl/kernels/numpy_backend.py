@@ -150,82 +150,130 @@ and 24×24 layers, forward + backward ×1.3–1.8, where NumPy's im2col is slow:
 """
 
 
-# Winograd's minimal filtering F(2, 3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-# CVPR 2016): two outputs of a 3-tap filter g over four inputs d are Aᵀ [(G g) ⊙ (Bᵀ d)], four
-# multiplications instead of six.  Nested along both axes, a 4×4 input tile d gives the 2×2 outputs
-#     Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A       (16 multiplications instead of 36).
-# Summed over input channels, the ⊙ becomes, for each of the 16 positions ξ of a tile, one matrix product
+# Winograd's minimal filtering F(m, 3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+# CVPR 2016): m outputs of a 3-tap filter g over α = m + 2 inputs d are Aᵀ [(G g) ⊙ (Bᵀ d)], α
+# multiplications instead of 3m.  Nested along both axes, an α×α input tile d gives the m×m outputs
+#     Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A       (α² multiplications instead of 9m²).
+# Summed over input channels, the ⊙ becomes, for each of the α² positions ξ of a tile, one matrix product
 # over channels: M[ξ] = V[ξ] @ U[ξ] with V = Bᵀ d B of every tile and U = G g Gᵀ of every filter.
+#
+# F(2, 3), α = 4: 16 multiplications per 2×2 outputs instead of 36; Bᵀ and Aᵀ hold only 0 and ±1.
 WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)  # Bᵀ (4, 4)
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)  # G (4, 3)
 WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)  # Aᵀ (2, 4)
 
+# F(4, 3), α = 6, from the polynomial points 0, ±1, ±2 and ∞: 36 multiplications per 4×4 outputs instead
+# of 144, 2.25 per output pixel where F(2, 3) needs 4.  The price is in the coefficients (up to 8 in Aᵀ,
+# 1/24 in G): float32 rounding errors grow about tenfold (tests/test_conv2d.py measures them).
+WINOGRAD4_BT = np.array([[4, 0, -5, 0, 1, 0],
+                         [0, -4, -4, 1, 1, 0],
+                         [0, 4, -4, -1, 1, 0],
+                         [0, -2, -1, 2, 1, 0],
+                         [0, 2, -1, -2, 1, 0],
+                         [0, 4, 0, -5, 0, 1]], dtype=np.float64)  # Bᵀ (6, 6)
+WINOGRAD4_G = np.array([[1 / 4, 0, 0],
+                        [-1 / 6, -1 / 6, -1 / 6],
+                        [-1 / 6, 1 / 6, -1 / 6],
+                        [1 / 24, 1 / 12, 1 / 6],
+                        [1 / 24, -1 / 12, 1 / 6],
+                        [0, 0, 1]], dtype=np.float64)  # G (6, 3)
+WINOGRAD4_AT = np.array([[1, 1, 1, 1, 1, 0],
+                         [0, 1, -1, 2, -2, 0],
+                         [0, 1, 1, 4, 4, 0],
+                         [0, 1, -1, 8, -8, 1]], dtype=np.float64)  # Aᵀ (4, 6)
 
-def _tile_counts(height: int, width: int, overlap: int) -> tuple[int, int]:
-    """Tiles per column and row of an image ``2·TH + overlap`` by ``2·TW + overlap`` pixels."""
-    th, tw = (height - overlap) // 2, (width - overlap) // 2
-    if th < 1 or tw < 1 or 2 * th + overlap != height or 2 * tw + overlap != width:
-        raise ValueError(f"Winograd tiles: an image of {height}×{width} is not 2·TH + {overlap} by 2·TW + {overlap} "
-                         f"pixels with TH, TW ≥ 1")
+WINOGRAD_TILES = (2, 4)  # the m of the F(m×m, 3×3) the kernels know
+
+
+def winograd_matrices(tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Bᵀ, G, Aᵀ)`` of F(tile × tile, 3×3): ``(α, α)``, ``(α, 3)`` and ``(tile, α)`` with ``α = tile + 2``."""
+    if tile == 2:
+        return WINOGRAD_BT, WINOGRAD_G, WINOGRAD_AT
+    if tile == 4:
+        return WINOGRAD4_BT, WINOGRAD4_G, WINOGRAD4_AT
+    raise ValueError(f"Winograd tiles: tile must be one of {WINOGRAD_TILES} output pixels per side, got {tile!r}")
+
+
+def _tile_counts(height: int, width: int, tile: int, overlap: int) -> tuple[int, int]:
+    """Tiles per column and row of an image ``tile·TH + overlap`` by ``tile·TW + overlap`` pixels."""
+    winograd_matrices(tile)  # a tile size the kernels know
+    th, tw = (height - overlap) // tile, (width - overlap) // tile
+    if th < 1 or tw < 1 or tile * th + overlap != height or tile * tw + overlap != width:
+        raise ValueError(f"Winograd tiles: an image of {height}×{width} is not {tile}·TH + {overlap} by "
+                         f"{tile}·TW + {overlap} pixels with TH, TW ≥ 1")
     return th, tw
 
 
-def winograd_input_transform(x: np.ndarray) -> np.ndarray:
-    """``V = Bᵀ d B`` of every 4×4 tile ``d`` of ``x (m, 2·TH + 2, 2·TW + 2, C)`` → ``V (16, m·TH·TW, C)``.
+def _tile_domain(values: np.ndarray, tiles_hw: tuple[int, int], tile: int) -> tuple[int, int, int, int]:
+    """``(α, m, TH, TW)`` of tile-domain ``values (α², m·TH·TW, K)``."""
+    alpha = winograd_matrices(tile)[0].shape[0]
+    th, tw = tiles_hw
+    if values.ndim != 3 or values.shape[0] != alpha * alpha or values.shape[1] % (th * tw):
+        raise ValueError(f"Winograd tiles: values must have shape ({alpha * alpha}, m·TH·TW, K) for tile {tile} and "
+                         f"tiles {tiles_hw}, got {values.shape}")
+    return alpha, values.shape[1] // (th * tw), th, tw
 
-    ``x`` is a zero-padded image batch, channels last.  Tile ``t = (n·TH + i)·TW + j``
-    is ``x[n, 2i : 2i + 4, 2j : 2j + 4]``: neighbouring tiles overlap by two
-    pixels, and tile ``(i, j)`` gives output pixels ``2i, 2i + 1`` by ``2j, 2j + 1``.
-    ``V[4a + b, t, c] = (Bᵀ d B)[a, b]`` for channel ``c`` of tile ``t``.
+
+def winograd_input_transform(x: np.ndarray, tile: int = 2) -> np.ndarray:
+    """``V = Bᵀ d B`` of every α×α tile ``d`` of ``x (m, tile·TH + 2, tile·TW + 2, C)`` → ``V (α², m·TH·TW, C)``.
+
+    ``x`` is a zero-padded image batch, channels last; ``α = tile + 2``.  Tile
+    ``t = (n·TH + i)·TW + j`` is ``x[n, tile·i : tile·i + α, tile·j : tile·j + α]``:
+    neighbouring tiles overlap by two pixels, and tile ``(i, j)`` gives the
+    ``tile × tile`` output pixels from ``(tile·i, tile·j)``.
+    ``V[α·a + b, t, c] = (Bᵀ d B)[a, b]`` for channel ``c`` of tile ``t``.
     """
     m, height, width, c = x.shape
-    th, tw = _tile_counts(height, width, 2)
-    # d[p, q] (4, 4, m, TH, TW, C): pixel (p, q) of every tile, a strided view of x
-    d = np.stack([np.stack([x[:, p : p + 2 * th : 2, q : q + 2 * tw : 2] for q in range(4)]) for p in range(4)])
-    bt = WINOGRAD_BT.astype(x.dtype)
+    th, tw = _tile_counts(height, width, tile, 2)
+    bt = winograd_matrices(tile)[0].astype(x.dtype)
+    alpha = len(bt)
+    # d[p, q] (α, α, m, TH, TW, C): pixel (p, q) of every tile, a strided view of x
+    d = np.stack([np.stack([x[:, p : p + tile * th : tile, q : q + tile * tw : tile] for q in range(alpha)])
+                  for p in range(alpha)])
     v = np.einsum("ap,pqmijc,bq->abmijc", bt, d, bt, optimize=True)
-    return np.ascontiguousarray(v.reshape(16, m * th * tw, c))
+    return np.ascontiguousarray(v.reshape(alpha * alpha, m * th * tw, c))
 
 
-def winograd_output_transform(products: np.ndarray, tiles_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """``Y = Aᵀ M A`` of every tile: ``products (16, m·TH·TW, F)`` → ``y (m, 2·TH, 2·TW, F)``.
+def winograd_output_transform(products: np.ndarray, tiles_hw: tuple[int, int], out: np.ndarray | None = None,
+                              tile: int = 2) -> np.ndarray:
+    """``Y = Aᵀ M A`` of every tile: ``products (α², m·TH·TW, F)`` → ``y (m, tile·TH, tile·TW, F)``.
 
-    ``products[4a + b, t]`` is ``M[a, b]`` of tile ``t`` (``V[ξ] @ U[ξ]``);
+    ``products[α·a + b, t]`` is ``M[a, b]`` of tile ``t`` (``V[ξ] @ U[ξ]``);
     ``tiles_hw = (TH, TW)``.  ``out``: an array of that shape to write ``y`` into.
     """
-    th, tw = tiles_hw
-    _, count, f = products.shape
-    m = count // (th * tw)
-    at = WINOGRAD_AT.astype(products.dtype)
-    y = np.einsum("ra,abmijf,sb->mirjsf", at, products.reshape(4, 4, m, th, tw, f), at, optimize=True)
-    return _into(y.reshape(m, 2 * th, 2 * tw, f), out)
+    alpha, m, th, tw = _tile_domain(products, tiles_hw, tile)
+    f = products.shape[2]
+    at = winograd_matrices(tile)[2].astype(products.dtype)
+    y = np.einsum("ra,abmijf,sb->mirjsf", at, products.reshape(alpha, alpha, m, th, tw, f), at, optimize=True)
+    return _into(y.reshape(m, tile * th, tile * tw, f), out)
 
 
-def winograd_output_transform_grad(grad: np.ndarray) -> np.ndarray:
-    """The adjoint of ``winograd_output_transform``: ``grad (m, 2·TH, 2·TW, F)`` → ``A Ĝ Aᵀ`` of each 2×2 tile ``Ĝ``,
-    ``(16, m·TH·TW, F)``."""
+def winograd_output_transform_grad(grad: np.ndarray, tile: int = 2) -> np.ndarray:
+    """The adjoint of ``winograd_output_transform``: ``grad (m, tile·TH, tile·TW, F)`` → ``A Ĝ Aᵀ`` of each
+    tile×tile block ``Ĝ``, ``(α², m·TH·TW, F)``."""
     m, height, width, f = grad.shape
-    th, tw = _tile_counts(height, width, 0)
-    at = WINOGRAD_AT.astype(grad.dtype)
-    g = grad.reshape(m, th, 2, tw, 2, f)
-    return np.ascontiguousarray(np.einsum("ra,mirjsf,sb->abmijf", at, g, at, optimize=True).reshape(16, m * th * tw, f))
+    th, tw = _tile_counts(height, width, tile, 0)
+    at = winograd_matrices(tile)[2].astype(grad.dtype)
+    alpha = at.shape[1]
+    g = grad.reshape(m, th, tile, tw, tile, f)
+    return np.ascontiguousarray(np.einsum("ra,mirjsf,sb->abmijf", at, g, at, optimize=True)
+                                .reshape(alpha * alpha, m * th * tw, f))
 
 
-def winograd_input_transform_grad(grad_tiles: np.ndarray, tiles_hw: tuple[int, int]) -> np.ndarray:
-    """The adjoint of ``winograd_input_transform``: ``B Ĝ Bᵀ`` of every tile added back onto its pixels.
+def winograd_input_transform_grad(grad_tiles: np.ndarray, tiles_hw: tuple[int, int], tile: int = 2) -> np.ndarray:
+    """The adjoint of ``winograd_input_transform``: ``B V̂ Bᵀ`` of every tile added back onto its pixels.
 
-    ``grad_tiles (16, m·TH·TW, C)`` → ``(m, 2·TH + 2, 2·TW + 2, C)``; where tiles
-    overlap, their shares add up.
+    ``grad_tiles (α², m·TH·TW, C)`` → ``(m, tile·TH + 2, tile·TW + 2, C)``;
+    where tiles overlap, their shares add up.
     """
-    th, tw = tiles_hw
-    _, count, c = grad_tiles.shape
-    m = count // (th * tw)
-    bt = WINOGRAD_BT.astype(grad_tiles.dtype)
-    d = np.einsum("ap,abmijc,bq->pqmijc", bt, grad_tiles.reshape(4, 4, m, th, tw, c), bt, optimize=True)
-    grad_x = np.zeros((m, 2 * th + 2, 2 * tw + 2, c), dtype=grad_tiles.dtype)
-    for p in range(4):
-        for q in range(4):
-            grad_x[:, p : p + 2 * th : 2, q : q + 2 * tw : 2] += d[p, q]
+    alpha, m, th, tw = _tile_domain(grad_tiles, tiles_hw, tile)
+    c = grad_tiles.shape[2]
+    bt = winograd_matrices(tile)[0].astype(grad_tiles.dtype)
+    d = np.einsum("ap,abmijc,bq->pqmijc", bt, grad_tiles.reshape(alpha, alpha, m, th, tw, c), bt, optimize=True)
+    grad_x = np.zeros((m, tile * th + 2, tile * tw + 2, c), dtype=grad_tiles.dtype)
+    for p in range(alpha):
+        for q in range(alpha):
+            grad_x[:, p : p + tile * th : tile, q : q + tile * tw : tile] += d[p, q]
     return grad_x
 
 

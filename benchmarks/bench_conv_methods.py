@@ -3,8 +3,8 @@
 For each 3×3 "same" convolution of the Config C trunk at batch 128 (float32,
 channels-last input as the network produces it), times the forward pass under
 ``no_grad`` and a forward + backward pass with each of
-``functional.CONV_METHOD = "im2col"``, ``"shifted"`` and ``"winograd"``, in
-turns, ``--rounds`` times, and prints the medians and each method's speed-up
+``functional.CONV_METHOD = "im2col"``, ``"shifted"``, ``"winograd"`` (2×2
+output tiles) and ``"winograd4"`` (4×4), in turns, ``--rounds`` times, and prints the medians and each method's speed-up
 over im2col (above 1: faster).  ``functional.conv_method``'s "auto" rule is
 read off this table.
 
@@ -25,7 +25,7 @@ from minimtl.autograd import Tensor, no_grad
 # (input channels, filters, side) of the nine convolutions of BKNet's trunk
 BKNET_LAYERS = [(1, 32, 48), (32, 32, 48), (32, 64, 24), (64, 64, 24), (64, 128, 12), (128, 128, 12),
                 (128, 256, 6), (256, 256, 6), (256, 256, 6)]
-METHODS = ["im2col", "shifted", "winograd"]
+METHODS = ["im2col", "shifted", "winograd", "winograd4"]
 
 
 def time_layer(x: np.ndarray, weight: np.ndarray, upstream: np.ndarray, method: str) -> tuple[float, float]:
@@ -51,7 +51,8 @@ def main(argv=None) -> None:
         kernels.set_backend(args.backend)
     print(f"backend {kernels.backend_name()}, {parallel.threads()} worker threads, batch {args.batch}, float32, "
           f"median of {args.rounds} rounds; auto = what conv_method picks")
-    print(f"{'':>15}  {'forward ms':^26}  {'forward + backward ms':^26}  {'speed-up over im2col':^26}")
+    width = 10 * len(METHODS) - 2
+    print(f"{'':>15}  {'forward ms':^{width}}  {'forward + backward ms':^{width}}  {'speed-up over im2col':^{14 * len(METHODS) - 16}}")
     print(f"{'layer':>15}  " + "  ".join(f"{m:>8}" for m in METHODS) + "  " + "  ".join(f"{m:>8}" for m in METHODS)
           + "  " + "  ".join(f"{m + ' f/fb':>12}" for m in METHODS[1:]) + "  auto")
     rng = np.random.default_rng(0)

@@ -107,9 +107,10 @@ def conv_chunk_size(x_shape: tuple[int, ...], kernel: tuple[int, int], out_hw: t
 
 
 # How Conv2dFunction computes a layer: "auto" (see conv_method), or "im2col",
-# "shifted" or "winograd" everywhere it can (tests and benchmarks compare them).
+# "shifted", "winograd" (F(2×2, 3×3)) or "winograd4" (F(4×4, 3×3)) everywhere it
+# can (tests and benchmarks compare them).
 CONV_METHOD = "auto"
-CONV_METHODS = ("auto", "im2col", "shifted", "winograd")
+CONV_METHODS = ("auto", "im2col", "shifted", "winograd", "winograd4")
 
 # "auto" takes shifted products when the layer has at least this many input
 # channels (each product's inner dimension is C: with fewer, BLAS runs far below
@@ -122,13 +123,15 @@ SHIFTED_MIN_CHANNELS = 16
 SHIFTED_MAX_WASTE = 1.25
 
 # "auto" takes Winograd tiles for 3×3 layers with at least this many input
-# channels (each of the 16 products per tile position has C as inner dimension).
+# channels (each of the α² products per tile position has C as inner dimension).
 WINOGRAD_MIN_CHANNELS = 16
-# ... and at least this many tiles in the batch: transforming the filters costs
-# about as much as transforming a few tiles per filter, and has to pay off.
+# ... and at least this many 2×2 tiles in the batch: transforming the filters
+# costs about as much as transforming a few tiles per filter, and has to pay off.
 WINOGRAD_MIN_TILES = 64
+# ... with 4×4 output tiles (F(4×4, 3×3)) where they need fewer multiplications
+# than 2×2 ones, 2×2 on a tie (winograd_tile).
 
-# Bytes of Winograd-domain values (16 per tile and channel, the larger of C and
+# Bytes of Winograd-domain values (α² per tile and channel, the larger of C and
 # F) one chunk of a Winograd convolution holds.
 WINOGRAD_CHUNK_BYTES = 2 * 2**20
 
@@ -199,97 +202,119 @@ class PaddedGrid:
 
 
 class WinogradTiles:
-    """A 3×3, stride-1 convolution as Winograd's F(2×2, 3×3): 2×2 output pixels from each 4×4 input tile.
+    """A 3×3, stride-1 convolution as Winograd's F(m×m, 3×3): m×m output pixels from each α×α input tile, α = m + 2.
 
-    The output ``OH × OW`` is covered by ``TH × TW = ⌈OH/2⌉ × ⌈OW/2⌉`` tiles of
-    2×2 pixels; tile ``(i, j)`` reads the 4×4 pixels of the zero-padded input
-    from ``(2i, 2j)``, so neighbouring tiles overlap by two.  The padded input
-    is a ``PaddedGrid`` whose bottom and right padding get one more zero row or
-    column when ``OH`` or ``OW`` is odd (the last tile's second output is then
-    computed and dropped).  With ``V = Bᵀ d B`` of every tile
+    ``tile`` is m, 2 or 4.  The output ``OH × OW`` is covered by
+    ``TH × TW = ⌈OH/m⌉ × ⌈OW/m⌉`` tiles of m×m pixels; tile ``(i, j)`` reads the
+    α×α pixels of the zero-padded input from ``(m·i, m·j)``, so neighbouring
+    tiles overlap by two.  The padded input is a ``PaddedGrid`` whose bottom
+    and right padding get more zero rows or columns when m does not divide
+    ``OH`` or ``OW`` (the last tiles' extra outputs are then computed and
+    dropped).  With ``V = Bᵀ d B`` of every tile
     (``kernels.winograd_input_transform``) and ``U = G g Gᵀ`` of every filter
     (``winograd_filter_transform``) the output tile is ``Aᵀ M A`` with, for
-    each of the 16 positions ξ of a tile, one matrix product over channels
-    ``M[ξ] = V[ξ] @ U[ξ]`` (``kernels.winograd_output_transform``): 16
+    each of the α² positions ξ of a tile, one matrix product over channels
+    ``M[ξ] = V[ξ] @ U[ξ]`` (``kernels.winograd_output_transform``): α²
     products of ``(tiles, C) @ (C, F)``, which is 16/36 of the multiplications
-    of a direct convolution.  ``numpy_backend`` writes out the matrices
-    ``Bᵀ``, ``G`` and ``Aᵀ``.
+    of a direct convolution for m = 2 and 36/144 for m = 4.
+    ``numpy_backend.winograd_matrices`` writes out ``Bᵀ``, ``G`` and ``Aᵀ``.
     """
 
-    def __init__(self, size_hw: tuple[int, int], padding) -> None:
+    def __init__(self, size_hw: tuple[int, int], padding, tile: int = 2) -> None:
         (h, w), ((top, bottom), (left, right)) = size_hw, padding
+        self.tile = tile
+        self.alpha = kernels.numpy_backend.winograd_matrices(tile)[0].shape[0]
         oh, ow = h + top + bottom - 2, w + left + right - 2
         self.out_hw = (oh, ow)
-        self.tiles_hw = (-(-oh // 2), -(-ow // 2))
-        self.grid = PaddedGrid((h, w), (3, 3), ((top, bottom + oh % 2), (left, right + ow % 2)))
-        self.even = oh % 2 == 0 and ow % 2 == 0  # the tiles' outputs are exactly the layer's
+        self.tiles_hw = (-(-oh // tile), -(-ow // tile))
+        extra_h, extra_w = tile * self.tiles_hw[0] - oh, tile * self.tiles_hw[1] - ow
+        self.grid = PaddedGrid((h, w), (3, 3), ((top, bottom + extra_h), (left, right + extra_w)))
+        self.exact = extra_h == 0 and extra_w == 0  # the tiles' outputs are exactly the layer's
 
     def count(self, images: int) -> int:
         """Tiles of ``images`` images: ``images·TH·TW``."""
         return images * self.tiles_hw[0] * self.tiles_hw[1]
 
+    def multiplications(self, images: int) -> int:
+        """Products per channel pair for ``images`` images: ``α²`` per tile."""
+        return self.alpha * self.alpha * self.count(images)
+
     def padded(self, x: np.ndarray, dtype) -> np.ndarray:
-        """``x (m, C, H, W)`` → the zero-padded ``(m, 2·TH + 2, 2·TW + 2, C)``, channels last."""
+        """``x (m, C, H, W)`` → the zero-padded ``(m, m·TH + 2, m·TW + 2, C)``, channels last."""
         return self.grid.pixels(self.grid.rows(x, dtype), x.shape[0])
 
     def inputs(self, padded: np.ndarray) -> np.ndarray:
-        """The input pixels (not the padding) of ``padded (m, 2·TH + 2, 2·TW + 2, C)``: an ``(m, H, W, C)`` view."""
+        """The input pixels (not the padding) of ``padded (m, m·TH + 2, m·TW + 2, C)``: an ``(m, H, W, C)`` view."""
         (h, w), top, left = self.grid.size, self.grid.top, self.grid.left
         return padded[:, top : top + h, left : left + w]
 
 
-def winograd_filter_transform(weight: np.ndarray, dtype) -> np.ndarray:
-    """``U = G g Gᵀ`` of every filter: ``weight (F, C, 3, 3)`` → ``U (16, C, F)``, ``U[4a + b, c, f] = (G g_fc Gᵀ)[a, b]``.
+def winograd_tile(size_hw: tuple[int, int], padding) -> int:
+    """The output tile side (2 or 4) of the Winograd convolution with the fewest multiplications; 2 on a tie.
 
-    Flattened, ``G g Gᵀ`` is one matrix ``G ⊗ G (16, 9)`` (Kronecker product)
-    times the nine taps of ``g``: one product for all the filters at once.
-    ``U`` comes back as the transpose of C-contiguous ``(16, F, C)`` memory:
-    the taps are then read in their own order, the backward's ``U[ξ]ᵀ`` is
-    that memory as it is, and BLAS takes the forward's transposed operand
-    without a copy.
+    4×4 tiles need 36 products per 16 output pixels, 2×2 tiles 16 per 4, but
+    only where 4 divides the output: BKNet's 48×48, 24×24 and 12×12 layers take
+    4×4 tiles, its 6×6 ones (4 tiles of 4×4 cover 8×8, a tie) 2×2.
+    """
+    small, large = WinogradTiles(size_hw, padding, 2), WinogradTiles(size_hw, padding, 4)
+    return 4 if large.multiplications(1) < small.multiplications(1) else 2
+
+
+def winograd_filter_transform(weight: np.ndarray, dtype, tile: int = 2) -> np.ndarray:
+    """``U = G g Gᵀ`` of every filter: ``weight (F, C, 3, 3)`` → ``U (α², C, F)``, ``U[α·a + b, c, f] = (G g_fc Gᵀ)[a, b]``.
+
+    ``G`` is F(tile × tile, 3×3)'s ``(α, 3)``.  Flattened, ``G g Gᵀ`` is one
+    matrix ``G ⊗ G (α², 9)`` (Kronecker product) times the nine taps of ``g``:
+    one product for all the filters at once.  ``U`` comes back as the
+    transpose of C-contiguous ``(α², F, C)`` memory: the taps are then read in
+    their own order, the backward's ``U[ξ]ᵀ`` is that memory as it is, and
+    BLAS takes the forward's transposed operand without a copy.
     """
     f, c = weight.shape[:2]
-    g = kernels.numpy_backend.WINOGRAD_G
+    g = kernels.numpy_backend.winograd_matrices(tile)[1]
     taps = np.ascontiguousarray(weight, dtype=dtype).reshape(f * c, 9)
     with parallel.single_threaded_blas():
-        return (np.kron(g, g).astype(dtype) @ taps.T).reshape(16, f, c).transpose(0, 2, 1)
+        return (np.kron(g, g).astype(dtype) @ taps.T).reshape(len(g) ** 2, f, c).transpose(0, 2, 1)
 
 
-def winograd_filter_transform_grad(grad_u: np.ndarray) -> np.ndarray:
-    """The adjoint of ``winograd_filter_transform``: ``grad_u (16, C, F)`` → ``Gᵀ Ĝ G`` per filter, ``(F, C, 3, 3)``.
+def winograd_filter_transform_grad(grad_u: np.ndarray, tile: int = 2) -> np.ndarray:
+    """The adjoint of ``winograd_filter_transform``: ``grad_u (α², C, F)`` → ``Gᵀ Ĝ G`` per filter, ``(F, C, 3, 3)``.
 
-    No copy when ``grad_u`` is, like ``U``, the transpose of C-contiguous ``(16, F, C)`` memory.
+    No copy when ``grad_u`` is, like ``U``, the transpose of C-contiguous ``(α², F, C)`` memory.
     """
-    _, c, f = grad_u.shape
-    g = kernels.numpy_backend.WINOGRAD_G
+    positions, c, f = grad_u.shape
+    g = kernels.numpy_backend.winograd_matrices(tile)[1]
+    if positions != len(g) ** 2:
+        raise ValueError(f"winograd_filter_transform_grad: tile {tile} has {len(g) ** 2} positions, got {grad_u.shape}")
     with parallel.single_threaded_blas():
-        taps = grad_u.transpose(0, 2, 1).reshape(16, f * c).T @ np.kron(g, g).astype(grad_u.dtype)  # (F·C, 9)
+        taps = grad_u.transpose(0, 2, 1).reshape(positions, f * c).T @ np.kron(g, g).astype(grad_u.dtype)  # (F·C, 9)
     return taps.reshape(f, c, 3, 3)
 
 
 def conv_method(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding, size_hw: tuple[int, int],
                 images: int | None = None) -> str:
-    """``"winograd"``, ``"shifted"`` or ``"im2col"``: how ``Conv2dFunction`` computes a layer.
+    """``"winograd4"``, ``"winograd"``, ``"shifted"`` or ``"im2col"``: how ``Conv2dFunction`` computes a layer.
 
     ``CONV_METHOD`` chooses, and for "auto" the rules above it.  Shifted
-    products (``PaddedGrid``) need stride 1, Winograd tiles (``WinogradTiles``)
-    a 3×3 kernel with stride 1; a layer that cannot take the method asked for
-    takes im2col.  "auto" also wants a backend whose kernels for the method
-    are compiled (``kernels.fast_winograd()``, ``kernels.fast_shifted_matmul()``).
+    products (``PaddedGrid``) need stride 1, Winograd tiles (``WinogradTiles``:
+    "winograd" with 2×2 output tiles, "winograd4" with 4×4) a 3×3 kernel with
+    stride 1; a layer that cannot take the method asked for takes im2col.
+    "auto" also wants a backend whose kernels for the method are compiled
+    (``kernels.fast_winograd()``, ``kernels.fast_shifted_matmul()``).
     """
     if CONV_METHOD not in CONV_METHODS:
         raise ValueError(f"CONV_METHOD must be one of {CONV_METHODS}, got {CONV_METHOD!r}")
     if stride != (1, 1) or CONV_METHOD == "im2col":
         return "im2col"
     winograd_fits = tuple(kernel) == (3, 3)
-    if CONV_METHOD == "winograd":
-        return "winograd" if winograd_fits else "im2col"
+    if CONV_METHOD in ("winograd", "winograd4"):
+        return CONV_METHOD if winograd_fits else "im2col"
     if CONV_METHOD == "shifted":
         return "shifted"
     if winograd_fits and kernels.fast_winograd() and channels >= WINOGRAD_MIN_CHANNELS:
         tiles = WinogradTiles(size_hw, padding)
         if images is None or tiles.count(images) >= WINOGRAD_MIN_TILES:
-            return "winograd"
+            return "winograd4" if winograd_tile(size_hw, padding) == 4 else "winograd"
     grid = PaddedGrid(size_hw, kernel, padding)
     waste = grid.hp * grid.wp / (grid.out_hw[0] * grid.out_hw[1])
     if kernels.fast_shifted_matmul() and channels >= SHIFTED_MIN_CHANNELS and waste <= SHIFTED_MAX_WASTE:
@@ -322,7 +347,7 @@ class Conv2dFunction(Function):
     (``kernels.shifted_matmul_grad_weights``).
 
     Winograd tiles (3×3, stride 1, where ``conv_method`` picks them; see
-    ``WinogradTiles``): ``V = Bᵀ d B`` of each chunk's tiles, 16 products
+    ``WinogradTiles``): ``V = Bᵀ d B`` of each chunk's tiles, α² products
     ``M[ξ] = V[ξ] @ U[ξ]`` with the transformed filters ``U``, and ``Aᵀ M A``
     written into the chunk's rows of ``Y``.  Backward: ``grad M`` by the
     adjoint output transform, ``grad V[ξ] = grad M[ξ] @ U[ξ]ᵀ`` back through
@@ -379,20 +404,20 @@ class Conv2dFunction(Function):
                 products = kernels.shifted_matmul(rows, taps, grid.offsets, grid.count(stop - start))
                 out_images[start:stop] = grid.outputs(products, stop - start)
                 add_bias_and_relu(out_images[start:stop])
-        elif method == "winograd":
-            layout = tiling = WinogradTiles((h, w), padding)
-            u = winograd_filter_transform(weight, dtype)  # (16, C, F)
-            per_image = 16 * tiling.count(1) * max(c, f) * dtype.itemsize
+        elif method in ("winograd", "winograd4"):
+            layout = tiling = WinogradTiles((h, w), padding, 4 if method == "winograd4" else 2)
+            u = winograd_filter_transform(weight, dtype, tiling.tile)  # (α², C, F)
+            per_image = tiling.multiplications(1) * max(c, f) * dtype.itemsize
             bounds = chunk_bounds(n, max(1, WINOGRAD_CHUNK_BYTES // per_image))
 
             def forward_chunk(start_stop: tuple[int, int]) -> None:
                 start, stop = start_stop
-                tiles = kernels.winograd_input_transform(tiling.padded(x[start:stop], dtype))  # V (16, tiles, C)
-                products = np.matmul(tiles, u)  # M[ξ] = V[ξ] @ U[ξ] (16, tiles, F)
-                if tiling.even:  # the output tiles are exactly these images' rows of Y: written in place
-                    kernels.winograd_output_transform(products, tiling.tiles_hw, out=out_images[start:stop])
+                tiles = kernels.winograd_input_transform(tiling.padded(x[start:stop], dtype), tiling.tile)  # V (α², tiles, C)
+                products = np.matmul(tiles, u)  # M[ξ] = V[ξ] @ U[ξ] (α², tiles, F)
+                if tiling.exact:  # the output tiles are exactly these images' rows of Y: written in place
+                    kernels.winograd_output_transform(products, tiling.tiles_hw, out=out_images[start:stop], tile=tiling.tile)
                 else:
-                    y = kernels.winograd_output_transform(products, tiling.tiles_hw)
+                    y = kernels.winograd_output_transform(products, tiling.tiles_hw, tile=tiling.tile)
                     out_images[start:stop] = y[:, :oh, :ow]
                 add_bias_and_relu(out_images[start:stop])
         else:
@@ -431,26 +456,27 @@ class Conv2dFunction(Function):
         want_b = len(ctx.needs_grad) > 2 and ctx.needs_grad[2]
         grad_x = np.empty_like(x, dtype=g.dtype) if want_x else None  # keeps x's layout (channels-last stays so)
 
-        if method == "winograd":
+        if method in ("winograd", "winograd4"):
             tiling = layout
+            tile = tiling.tile
             dtype = np.result_type(x.dtype, weight.dtype, g.dtype)
-            u_t = winograd_filter_transform(weight, dtype).transpose(0, 2, 1)  # U[ξ]ᵀ (16, F, C), C-contiguous
+            u_t = winograd_filter_transform(weight, dtype, tile).transpose(0, 2, 1)  # U[ξ]ᵀ (α², F, C), C-contiguous
             g_images = g.reshape(n, oh, ow, f)
             th, tw = tiling.tiles_hw
 
             def backward_chunk(start_stop: tuple[int, int]) -> np.ndarray | None:
-                """Writes the chunk's images of grad_x; returns its share of the gradient of U, as (16, F, C)."""
+                """Writes the chunk's images of grad_x; returns its share of the gradient of U, as (α², F, C)."""
                 start, stop = start_stop
                 g_chunk = g_images[start:stop]
-                if not tiling.even:  # the dropped outputs of the last tiles get zero gradient
-                    g_chunk = np.zeros((stop - start, 2 * th, 2 * tw, f), dtype=dtype)
+                if not tiling.exact:  # the dropped outputs of the last tiles get zero gradient
+                    g_chunk = np.zeros((stop - start, tile * th, tile * tw, f), dtype=dtype)
                     g_chunk[:, :oh, :ow] = g_images[start:stop]
-                grad_products = kernels.winograd_output_transform_grad(np.ascontiguousarray(g_chunk, dtype=dtype))
+                grad_products = kernels.winograd_output_transform_grad(np.ascontiguousarray(g_chunk, dtype=dtype), tile)
                 if want_x:  # grad V[ξ] = grad M[ξ] @ U[ξ]ᵀ, then back through the input transform
-                    grad_padded = kernels.winograd_input_transform_grad(np.matmul(grad_products, u_t), tiling.tiles_hw)
+                    grad_padded = kernels.winograd_input_transform_grad(np.matmul(grad_products, u_t), tiling.tiles_hw, tile)
                     grad_x[start:stop] = tiling.inputs(grad_padded).transpose(0, 3, 1, 2)
-                if want_w:  # grad U[ξ]ᵀ = grad M[ξ]ᵀ @ V[ξ], in U's memory order (16, F, C)
-                    tiles = kernels.winograd_input_transform(tiling.padded(x[start:stop], dtype))
+                if want_w:  # grad U[ξ]ᵀ = grad M[ξ]ᵀ @ V[ξ], in U's memory order (α², F, C)
+                    tiles = kernels.winograd_input_transform(tiling.padded(x[start:stop], dtype), tile)
                     return np.matmul(grad_products.transpose(0, 2, 1), tiles)
                 return None
         elif method == "shifted":
@@ -488,8 +514,8 @@ class Conv2dFunction(Function):
         grad_w = None
         if want_w:  # added in chunk order, whichever thread computed which: the same bits every run
             total = parallel.add_in_order(shares)
-            if method == "winograd":  # grad U (16, C, F), held as (16, F, C) → (F, C, 3, 3)
-                grad_w = winograd_filter_transform_grad(total.transpose(0, 2, 1))
+            if method in ("winograd", "winograd4"):  # grad U (α², C, F), held as (α², F, C) → (F, C, 3, 3)
+                grad_w = winograd_filter_transform_grad(total.transpose(0, 2, 1), layout.tile)
             elif method == "shifted":  # (KH·KW, C, F) → (F, C, KH, KW)
                 grad_w = total.reshape(kernel[0], kernel[1], c, f).transpose(3, 2, 0, 1)
             else:  # grad_W₂ᵀ (C·KH·KW, F) → (F, C, KH, KW)

@@ -63,12 +63,12 @@ def run_conv(x_values, w_values, b_values, stride, padding, upstream):
 @given(batch=st.sampled_from([1, 3, 5, 7]), chunk_images=st.integers(1, 8), channels=st.integers(1, 3),
        kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
        pad=st.integers(0, 1), seed=st.integers(0, 2**16), channels_last=st.booleans())
-@pytest.mark.parametrize("method", ["im2col", "shifted", "winograd"])
+@pytest.mark.parametrize("method", ["im2col", "shifted", "winograd", "winograd4"])
 def test_every_chunk_size_gives_the_definition(backend, monkeypatch, method, batch, chunk_images, channels, kernel, stride,
                                                pad, seed, channels_last):
     """Chunks of 1 … 8 images (batches 1, 3, 5, 7: the last chunk is often short) equal the direct convolution,
-    by im2col, by shifted products (stride 1; at stride 2 that falls back to im2col) and by Winograd tiles
-    (3×3 and stride 1; otherwise im2col)."""
+    by im2col, by shifted products (stride 1; at stride 2 that falls back to im2col) and by Winograd tiles of 2×2
+    and 4×4 outputs (3×3 and stride 1; otherwise im2col)."""
     monkeypatch.setattr(F, "CONV_METHOD", method)
     size = 6
     x = random_array((batch, channels, size, size), seed)
@@ -84,8 +84,8 @@ def test_every_chunk_size_gives_the_definition(backend, monkeypatch, method, bat
     assert F.conv_chunk_size(x.shape, kernel, (oh, ow), 8) == min(batch, chunk_images)
     grid = F.PaddedGrid((size, size), kernel, padding)
     monkeypatch.setattr(F, "SHIFTED_CHUNK_BYTES", grid.hp * grid.wp * max(channels, 2) * 8 * chunk_images)
-    monkeypatch.setattr(F, "WINOGRAD_CHUNK_BYTES", 16 * F.WinogradTiles((size, size), padding).count(1) * max(channels, 2) * 8
-                        * chunk_images)
+    tiling = F.WinogradTiles((size, size), padding, 4 if method == "winograd4" else 2)
+    monkeypatch.setattr(F, "WINOGRAD_CHUNK_BYTES", tiling.multiplications(1) * max(channels, 2) * 8 * chunk_images)
     upstream = random_array((batch, 2, oh, ow), seed + 3)
 
     y, grad_x, grad_w, grad_b = run_conv(x, weight, bias, stride, (pad, pad), upstream)
@@ -96,7 +96,7 @@ def test_every_chunk_size_gives_the_definition(backend, monkeypatch, method, bat
     np.testing.assert_allclose(grad_b, upstream.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["im2col", "shifted", "winograd"])
+@pytest.mark.parametrize("method", ["im2col", "shifted", "winograd", "winograd4"])
 @pytest.mark.parametrize("batch", [1, 2, 9])
 def test_chunked_equals_whole_batch_in_float32(backend, monkeypatch, method, batch):
     """float32 through a BKNet-sized layer (32 → 32, 3×3 same): one image per chunk vs the whole batch at once."""
@@ -142,7 +142,7 @@ def test_backward_keeps_the_input_not_the_columns(backend):
     assert any(np.shares_memory(a, x.data) for a in saved)
 
 
-@pytest.mark.parametrize("method", ["im2col", "shifted", "winograd"])
+@pytest.mark.parametrize("method", ["im2col", "shifted", "winograd", "winograd4"])
 def test_shifted_products_winograd_and_im2col_agree_on_a_bknet_layer(backend, monkeypatch, method):
     """float32, 32 → 64 channels at 24×24 with 3×3 "same" padding: every method gives the same output and gradients."""
     rng = np.random.default_rng(3)
@@ -160,18 +160,20 @@ def test_shifted_products_winograd_and_im2col_agree_on_a_bknet_layer(backend, mo
 
 def test_auto_method_on_compiled_backends_winograd_then_shifted_products_then_im2col(backend, monkeypatch):
     """"auto" on a compiled backend: Winograd tiles for 3×3 stride-1 layers with C ≥ 16 and enough tiles in the
-    batch; otherwise shifted products where the padded grid wastes little; im2col for the rest.  The numpy
-    backend, the baseline, takes im2col everywhere."""
+    batch, 4×4 where they need fewer multiplications than 2×2; otherwise shifted products where the padded grid
+    wastes little; im2col for the rest.  The numpy backend, the baseline, takes im2col everywhere."""
     monkeypatch.setattr(F, "CONV_METHOD", "auto")
     same = ((1, 1), (1, 1))
     fast = kernels.fast_winograd()
     assert fast == kernels.fast_shifted_matmul() == (backend != "numpy")
-    for channels, side in [(32, 48), (64, 24), (128, 12), (256, 6)]:  # BKNet's trunk after its first layer
-        assert F.conv_method(channels, (3, 3), (1, 1), same, (side, side), images=128) == ("winograd" if fast else "im2col")
+    # BKNet's trunk after its first layer: 4×4 tiles where 4 divides the side; at 6×6, 2×2 tiles (9 · 16 = 4 · 36)
+    for channels, side, tiles in [(32, 48, "winograd4"), (64, 24, "winograd4"), (128, 12, "winograd4"), (256, 6, "winograd")]:
+        assert F.conv_method(channels, (3, 3), (1, 1), same, (side, side), images=128) == (tiles if fast else "im2col")
+    assert F.conv_method(32, (3, 3), (1, 1), same, (7, 7), images=128) == ("winograd4" if fast else "im2col")  # 4·36 < 16·16
     assert F.conv_method(1, (3, 3), (1, 1), same, (48, 48), images=128) == "im2col"  # one channel: products with C = 1
     assert F.conv_method(32, (3, 3), (2, 2), same, (48, 48), images=128) == "im2col"  # strided
     # Batch 1: 24×24 has 144 tiles, enough; 12×12 has 36, too few to pay for transforming the filters.
-    assert F.conv_method(64, (3, 3), (1, 1), same, (24, 24), images=1) == ("winograd" if fast else "im2col")
+    assert F.conv_method(64, (3, 3), (1, 1), same, (24, 24), images=1) == ("winograd4" if fast else "im2col")
     assert F.conv_method(128, (3, 3), (1, 1), same, (12, 12), images=1) == "im2col"  # grid waste 1.36: no shifted
     # Without Winograd (a 5×5 kernel), the shifted-product rule: little waste and C ≥ 16.
     assert F.conv_method(32, (5, 5), (1, 1), ((2, 2), (2, 2)), (48, 48)) == ("shifted" if fast else "im2col")  # 52²/48²
@@ -181,6 +183,11 @@ def test_auto_method_on_compiled_backends_winograd_then_shifted_products_then_im
     assert F.conv_method(256, (3, 3), (2, 1), same, (6, 6)) == "im2col"
     monkeypatch.setattr(F, "CONV_METHOD", "winograd")
     assert F.conv_method(1, (3, 3), (1, 1), same, (6, 6), images=1) == "winograd"  # asked for: taken wherever it fits
+    assert F.conv_method(32, (3, 3), (1, 1), same, (48, 48), images=128) == "winograd"
+    monkeypatch.setattr(F, "CONV_METHOD", "winograd4")
+    assert F.conv_method(256, (3, 3), (1, 1), same, (6, 6), images=128) == "winograd4"
+    assert F.conv_method(8, (3, 3), (2, 2), same, (6, 6)) == "im2col"
+    monkeypatch.setattr(F, "CONV_METHOD", "winograd")
     assert F.conv_method(8, (5, 5), (1, 1), same, (6, 6)) == "im2col"
     assert F.conv_method(8, (3, 3), (2, 2), same, (6, 6)) == "im2col"
     monkeypatch.setattr(F, "CONV_METHOD", "fastest")
@@ -191,7 +198,7 @@ def test_auto_method_on_compiled_backends_winograd_then_shifted_products_then_im
 def test_winograd_tiles_cover_odd_outputs_with_one_more_padding_row():
     """A 5×6 image with "same" padding: outputs 5×6, tiles 3×3, the padded grid 8×8 (one more zero row at the bottom)."""
     tiles = F.WinogradTiles((5, 6), ((1, 1), (1, 1)))
-    assert tiles.out_hw == (5, 6) and tiles.tiles_hw == (3, 3) and not tiles.even
+    assert tiles.out_hw == (5, 6) and tiles.tiles_hw == (3, 3) and not tiles.exact
     assert (tiles.grid.hp, tiles.grid.wp) == (8, 8) and tiles.count(2) == 18
     x = np.arange(1.0, 31.0).reshape(1, 1, 5, 6)
     padded = tiles.padded(x, np.float64)
@@ -213,3 +220,21 @@ def test_padded_grid_rows_and_offsets():
     assert rows[20 + 6, 0] == 7.0  # the second image starts 4·5 rows later
     np.testing.assert_array_equal(grid.inputs(rows, 2)[..., 0], x[:, 0])
     np.testing.assert_array_equal(rows[40:], 0.0)
+
+
+def test_winograd_4x4_tiles_cover_outputs_four_does_not_divide():
+    """A 5×6 image with "same" padding and 4×4 output tiles: tiles 2×2 cover 8×8 outputs, so the padded grid is
+    10×10 (three more zero rows at the bottom, two more columns on the right); a 12×12 image's tiles fit exactly."""
+    tiles = F.WinogradTiles((5, 6), ((1, 1), (1, 1)), tile=4)
+    assert tiles.alpha == 6 and tiles.tiles_hw == (2, 2) and not tiles.exact
+    assert (tiles.grid.hp, tiles.grid.wp) == (10, 10) and tiles.multiplications(3) == 3 * 4 * 36
+    x = np.arange(1.0, 31.0).reshape(1, 1, 5, 6)
+    padded = tiles.padded(x, np.float64)
+    assert padded.shape == (1, 10, 10, 1)
+    np.testing.assert_array_equal(tiles.inputs(padded)[..., 0], x[:, 0])
+    assert padded.sum() == x.sum()
+    exact = F.WinogradTiles((12, 12), ((1, 1), (1, 1)), tile=4)
+    assert exact.exact and exact.tiles_hw == (3, 3) and (exact.grid.hp, exact.grid.wp) == (14, 14)
+    assert F.winograd_tile((12, 12), ((1, 1), (1, 1))) == 4 and F.winograd_tile((6, 6), ((1, 1), (1, 1))) == 2
+    with pytest.raises(ValueError, match="tile must be one of"):
+        F.WinogradTiles((12, 12), ((1, 1), (1, 1)), tile=3)

@@ -286,7 +286,10 @@ def main(argv=None) -> None:
         return
 
     names = args.engines or available_engines()
-    engines = [make_engine(name, args.batch) for name in names]
+    try:
+        engines = [make_engine(name, args.batch) for name in names]
+    except ValueError as error:  # a mistyped engine: the usage line and the names, not a traceback
+        parser.error(str(error))
     limits = cap_threads(args.threads)  # noqa: F841  (the caps hold while it lives)
     print("\n".join(environment_report()))
     tests = {"train": lambda e: e.train_step(), f"infer{args.batch}": lambda e: e.infer(args.batch),

@@ -75,3 +75,13 @@ def test_bench_kernels_times_every_backend_and_restores_the_cut_off(capsys):
     backends = kernels.available_backends()
     assert all(len(line.split()) >= len(backends) + len(backends) - 1 for line in rows)
     assert compiled.PARALLEL_MIN_VALUES == cut_off
+
+
+def test_bench_training_step_names_the_engines_when_one_is_mistyped(capsys):
+    import bench_training_step
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_training_step.main(["--engines", "cython", "--skip-memory"])
+    assert exit_info.value.code == 2  # argparse's usage error, not a traceback
+    err = capsys.readouterr().err
+    assert "unknown engine 'cython'" in err and "minimtl-<backend>" in err

@@ -253,8 +253,10 @@ def winograd_tile(size_hw: tuple[int, int], padding) -> int:
     """The output tile side (2 or 4) of the Winograd convolution with the fewest multiplications; 2 on a tie.
 
     4×4 tiles need 36 products per 16 output pixels, 2×2 tiles 16 per 4, but
-    only where 4 divides the output: BKNet's 48×48, 24×24 and 12×12 layers take
-    4×4 tiles, its 6×6 ones (4 tiles of 4×4 cover 8×8, a tie) 2×2.
+    tiles that stick out of the output compute pixels that are then dropped:
+    BKNet's 48×48, 24×24 and 12×12 layers take 4×4 tiles, its 6×6 ones 2×2
+    (four 4×4 tiles cover 8×8: 4 · 36 products, a tie with nine 2×2 tiles'
+    9 · 16, and the smaller transforms are faster).
     """
     small, large = WinogradTiles(size_hw, padding, 2), WinogradTiles(size_hw, padding, 4)
     return 4 if large.multiplications(1) < small.multiplications(1) else 2

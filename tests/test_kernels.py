@@ -378,6 +378,23 @@ def test_shifted_matmul_reference_is_the_sum_of_shifted_products():
                                   [rows[0:2].T @ grad, rows[2:4].T @ grad])
 
 
+# ------------------------------------------------------------ the contract
+@pytest.mark.parametrize("name", ["numpy"] + FAST_BACKENDS)
+def test_every_backend_offers_the_whole_contract_and_its_flags(name):
+    """Each backend module has every function of ``compiled.CONTRACT`` and every ``FAST_*`` flag: the reference with
+    its own functions and the flags False, the compiled ones with ``CompiledBackend``'s methods and the flags True."""
+    from minimtl.kernels import compiled
+
+    module = reference if name == "numpy" else load_backend(name)
+    for function in compiled.CONTRACT:
+        assert callable(getattr(module, function, None)), f"{name} backend has no {function}"
+    for flag in compiled.FAST_FLAGS:
+        assert getattr(module, flag) is (name != "numpy"), f"{name} backend: {flag}"
+    if name != "numpy":
+        assert sorted(module.__all__) == sorted(compiled.CONTRACT + compiled.FAST_FLAGS)
+        assert module.im2col.__self__.__class__ is compiled.CompiledBackend
+
+
 # ------------------------------------------------------------ bad arguments
 def test_fast_kernels_reject_bad_input_clearly(backend):
     x = np.zeros((1, 2, 4, 4), dtype=np.float32)
@@ -447,7 +464,7 @@ def test_the_cut_off_picks_the_serial_or_parallel_loop(name, monkeypatch):
     from minimtl.kernels import compiled
 
     seen = []
-    loops = module._backend.loops
+    loops = module.im2col.__self__.loops  # the CompiledBackend behind the module's functions
     original = loops.im2col_channels_last
 
     def spy(*args, threads):

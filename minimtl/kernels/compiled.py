@@ -146,30 +146,49 @@ def _alpha(tile: int) -> int:
     return winograd_matrices(tile)[0].shape[0]
 
 
-def _check_rows(rows: Sequence[np.ndarray], vectors: Sequence[np.ndarray]):
+def _check_rows(rows: Sequence[np.ndarray], vectors: Sequence[np.ndarray], name: str):
     """Pixel-row arrays ``(M, C)`` of one shape and per-channel vectors ``(C,)``, all C-contiguous in one float dtype."""
     shape = getattr(rows[0], "shape", None)
     for array in rows:
         if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape != shape:
-            raise ValueError(f"batch_norm_relu: pixel rows must be 2-D arrays (M, C) of one shape, got "
+            raise ValueError(f"{name}: pixel rows must be 2-D arrays (M, C) of one shape, got "
                              f"{[getattr(a, 'shape', type(a)) for a in rows]}")
     dtype = np.result_type(*[a.dtype for a in rows])
     if dtype.type not in FLOAT_TYPES:
-        raise TypeError(f"batch_norm_relu works in float32 or float64, got {dtype}")
+        raise TypeError(f"{name} works in float32 or float64, got {dtype}")
     for vector in vectors:
         if np.shape(vector) != (shape[1],):
-            raise ValueError(f"batch_norm_relu: per-channel values must have shape ({shape[1]},), got {np.shape(vector)}")
+            raise ValueError(f"{name}: per-channel values must have shape ({shape[1]},), got {np.shape(vector)}")
     return ([np.ascontiguousarray(a, dtype=dtype) for a in rows], [np.ascontiguousarray(v, dtype=dtype) for v in vectors])
 
 
-def _output_rows(out: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    """``out`` if it is a C-contiguous array of ``like``'s shape and dtype to write into; a new one if None."""
+def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype, name: str) -> np.ndarray:
+    """``out`` if it is a C-contiguous ``dtype`` array of ``shape`` to write into; a new one if None."""
     if out is None:
-        return np.empty_like(like)
-    if not isinstance(out, np.ndarray) or out.shape != like.shape or out.dtype != like.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"batch_norm_relu: out must be a C-contiguous {like.dtype} array of shape {like.shape}, got "
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{name}: out must be a C-contiguous {np.dtype(dtype)} array of shape {shape}, got "
                          f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
     return out
+
+
+# The functions every backend module offers (``numpy_backend.py`` documents each), and the flags that tell
+# the layers which compiled algorithms are worth taking (the reference backend sets them False).
+CONTRACT = ("im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
+            "shifted_matmul_grad_weights", "winograd_input_transform", "winograd_output_transform",
+            "winograd_output_transform_grad", "winograd_input_transform_grad", "channel_sums",
+            "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward")
+FAST_FLAGS = ("FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU", "FAST_CHANNEL_SUMS")
+
+
+def backend_exports(loops) -> dict[str, object]:
+    """What a compiled backend module exports: the ``CONTRACT`` functions running ``loops``, and every flag True.
+
+    ``cython_backend.py`` and ``numba_backend.py`` put these into their
+    namespace, so ``cython_backend.im2col`` is ``CompiledBackend(loops).im2col``.
+    """
+    backend = CompiledBackend(loops)
+    return {**{name: getattr(backend, name) for name in CONTRACT}, **dict.fromkeys(FAST_FLAGS, True)}
 
 
 class CompiledBackend(SimpleNamespace):
@@ -252,12 +271,7 @@ class CompiledBackend(SimpleNamespace):
                                   tile: int = 2) -> np.ndarray:
         """``products (α², m·TH·TW, F)`` → ``y (m, tile·TH, tile·TW, F)``, written into ``out`` if given."""
         products, (m, th, tw) = _check_tile_domain(products, tiles_hw, tile, "winograd_output_transform")
-        shape = (m, tile * th, tile * tw, products.shape[2])
-        if out is None:
-            out = np.empty(shape, dtype=products.dtype)
-        elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != products.dtype or not out.flags.c_contiguous:
-            raise ValueError(f"winograd_output_transform: out must be a C-contiguous {products.dtype} array of shape {shape}, "
-                             f"got {getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+        out = _output(out, (m, tile * th, tile * tw, products.shape[2]), products.dtype, "winograd_output_transform")
         self.loops.winograd_output_transform(products, out, tile, threads=thread_count(m, out.size))
         return out
 
@@ -279,21 +293,22 @@ class CompiledBackend(SimpleNamespace):
 
     def channel_sums(self, x_rows: np.ndarray, shift) -> tuple[np.ndarray, np.ndarray]:
         """``(Σ (x − shift), Σ (x − shift)²)`` per channel of pixel rows ``x_rows (M, C)``, in float64."""
-        (x_rows,), (shift,) = _check_rows([x_rows], [shift])
+        (x_rows,), (shift,) = _check_rows([x_rows], [shift], "channel_sums")
         sums, squares = np.zeros(x_rows.shape[1]), np.zeros(x_rows.shape[1])
         self.loops.channel_sums(x_rows, shift, sums, squares)
         return sums, squares
 
     def batch_norm_relu_forward(self, x_rows: np.ndarray, mean, scale, shift, out: np.ndarray | None = None) -> np.ndarray:
         """``y = max(0, (x − mean) · scale + shift)`` for ``x_rows (M, C)``, written into ``out`` if given."""
-        (x_rows,), (mean, scale, shift) = _check_rows([x_rows], [mean, scale, shift])
-        y = _output_rows(out, x_rows)
+        (x_rows,), (mean, scale, shift) = _check_rows([x_rows], [mean, scale, shift], "batch_norm_relu_forward")
+        y = _output(out, x_rows.shape, x_rows.dtype, "batch_norm_relu_forward")
         self.loops.batch_norm_relu_forward(x_rows, mean, scale, shift, y)
         return y
 
     def batch_norm_relu_sums(self, grad_rows, x_rows, y_rows, mean, inv_std) -> tuple[np.ndarray, np.ndarray]:
         """``(Σ g', Σ g' · x̂)`` per channel in float64, ``g' = g · [y > 0]``, ``x̂ = (x − mean) · inv_std``."""
-        (grad_rows, x_rows, y_rows), (mean, inv_std) = _check_rows([grad_rows, x_rows, y_rows], [mean, inv_std])
+        (grad_rows, x_rows, y_rows), (mean, inv_std) = _check_rows([grad_rows, x_rows, y_rows], [mean, inv_std],
+                                                                 "batch_norm_relu_sums")
         sum_g, sum_gx = np.zeros(x_rows.shape[1]), np.zeros(x_rows.shape[1])
         self.loops.batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std, sum_g, sum_gx)
         return sum_g, sum_gx
@@ -302,8 +317,8 @@ class CompiledBackend(SimpleNamespace):
                                  out: np.ndarray | None = None) -> np.ndarray:
         """``grad_x = scale · (g' − mean_g − x̂ · mean_gx)`` for pixel rows ``(M, C)``, written into ``out`` if given."""
         (grad_rows, x_rows, y_rows), vectors = _check_rows([grad_rows, x_rows, y_rows],
-                                                           [mean, inv_std, mean_g, mean_gx, scale])
-        grad_x = _output_rows(out, x_rows)
+                                                           [mean, inv_std, mean_g, mean_gx, scale], "batch_norm_relu_backward")
+        grad_x = _output(out, x_rows.shape, x_rows.dtype, "batch_norm_relu_backward")
         self.loops.batch_norm_relu_backward(grad_rows, x_rows, y_rows, *vectors, grad_x)
         return grad_x
 

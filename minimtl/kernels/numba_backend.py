@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import njit, prange
 
-from minimtl.kernels.compiled import CompiledBackend
+from minimtl.kernels.compiled import backend_exports
 
 parallel_jit = njit(parallel=True, cache=True, nogil=True)
 serial_jit = njit(cache=True, nogil=True)  # prange runs as range
@@ -539,7 +539,7 @@ def batch_norm_relu_backward(grad, x, y, mean, inv_std, mean_g, mean_gx, scale, 
             grad_x[r, c] = scale[c] * (g_masked - mean_g[c] - (x[r, c] - mean[c]) * inv_std[c] * mean_gx[c])
 
 
-_backend = CompiledBackend(SimpleNamespace(
+_loops = SimpleNamespace(
     im2col_planar=im2col_planar,
     im2col_channels_last=im2col_channels_last,
     col2im_channels_last=col2im_channels_last,
@@ -557,29 +557,8 @@ _backend = CompiledBackend(SimpleNamespace(
     batch_norm_relu_forward=batch_norm_relu_forward,
     batch_norm_relu_sums=batch_norm_relu_sums,
     batch_norm_relu_backward=batch_norm_relu_backward,
-))
+)
 
-im2col = _backend.im2col
-col2im = _backend.col2im
-max_pool2d_forward = _backend.max_pool2d_forward
-max_pool2d_backward = _backend.max_pool2d_backward
-shifted_matmul = _backend.shifted_matmul
-shifted_matmul_grad_weights = _backend.shifted_matmul_grad_weights
-winograd_input_transform = _backend.winograd_input_transform
-winograd_output_transform = _backend.winograd_output_transform
-winograd_output_transform_grad = _backend.winograd_output_transform_grad
-winograd_input_transform_grad = _backend.winograd_input_transform_grad
-channel_sums = _backend.channel_sums
-batch_norm_relu_forward = _backend.batch_norm_relu_forward
-batch_norm_relu_sums = _backend.batch_norm_relu_sums
-batch_norm_relu_backward = _backend.batch_norm_relu_backward
-FAST_SHIFTED_MATMUL = True
-FAST_WINOGRAD = True
-FAST_BATCH_NORM_RELU = True
-FAST_CHANNEL_SUMS = True
-
-__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "shifted_matmul",
-           "shifted_matmul_grad_weights", "winograd_input_transform", "winograd_output_transform",
-           "winograd_output_transform_grad", "winograd_input_transform_grad", "channel_sums",
-           "batch_norm_relu_forward", "batch_norm_relu_sums", "batch_norm_relu_backward",
-           "FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU", "FAST_CHANNEL_SUMS"]
+_exports = backend_exports(_loops)  # im2col, col2im, ... (compiled.CONTRACT), and FAST_WINOGRAD etc. = True
+globals().update(_exports)  # the contract's winograd_* and batch_norm_relu_* replace the loops of those names here
+__all__ = list(_exports)

@@ -205,8 +205,12 @@ def recompute_batch_norm_statistics(model, batches) -> int:
 
 def batch_norm_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int):
     """The first ``config.batch_norm_batches`` batches of a training loader with its own seeds (the epoch's
-    training batches, augmentation and dropout are drawn from other streams, so they do not change)."""
-    return itertools.islice(iter(train_loader(data, config, epoch, streams=(3, 3))), config.batch_norm_batches)
+    training batches, augmentation and dropout are drawn from other streams, so they do not change).
+
+    Shuffling draws from purpose 3 and augmentation from purpose 4: two generators, as in the training loop
+    (with one purpose for both, the two would start from the same random numbers).
+    """
+    return itertools.islice(iter(train_loader(data, config, epoch, streams=(3, 4))), config.batch_norm_batches)
 
 
 def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:

@@ -135,6 +135,24 @@ def test_recomputed_batch_norm_statistics_are_the_plain_average_over_the_batches
     assert model.norm.momentum == 0.1 and not model.training
 
 
+def test_the_batch_norm_batches_shuffle_and_augment_from_two_generators_of_their_own(monkeypatch):
+    """Purposes 0 and 2 shuffle and augment the training batches and 1 draws dropout; the batch-norm pass takes two
+    other purposes, one each (with one purpose for both, shuffling and augmentation would share random numbers)."""
+    from minimtl import train
+
+    seen = []
+    original = train.train_loader
+
+    def spy(data, config, epoch, streams=(0, 2)):
+        seen.append(streams)
+        return original(data, config, epoch, streams=streams)
+
+    monkeypatch.setattr(train, "train_loader", spy)
+    list(batch_norm_loader(tiny_multitask_set(24, 0), small_config(batch_norm_batches=1), 0))
+    (shuffle, augment), = seen
+    assert shuffle != augment and not {shuffle, augment} & {0, 1, 2}
+
+
 def test_the_batch_norm_pass_uses_its_own_batches_and_leaves_training_unchanged(tmp_path):
     """The batches for the statistics differ from the epoch's training batches; a run with the pass trains to the
     same weights as one without it (only the running statistics, used in evaluation, differ)."""

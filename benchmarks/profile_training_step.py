@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_training_step  # noqa: E402
 from bench_training_step import MinimtlEngine, cap_threads  # noqa: E402
 
 GROUPS = [  # (group, substrings of "file:function"), first match wins
@@ -80,8 +81,8 @@ def main(argv=None) -> None:
     engine = MinimtlEngine(args.backend, args.batch)
     import numba
 
-    numba_threads = numba.get_num_threads()
-    limits = cap_threads(1) if args.one_core else None
+    numba_threads, chunk_workers = numba.get_num_threads(), bench_training_step.CHUNK_WORKERS
+    limits = cap_threads(1) if args.one_core else None  # (it also sets the engines' CHUNK_WORKERS to 1)
     try:
         engine.train_step()  # warm-up: Numba compiles, memory is allocated once
         profiler = cProfile.Profile()
@@ -95,6 +96,7 @@ def main(argv=None) -> None:
         if limits is not None:
             limits.restore_original_limits()
             numba.set_num_threads(numba_threads)
+            bench_training_step.CHUNK_WORKERS = chunk_workers
 
     stats = pstats.Stats(profiler)
     owners = function_owners()

@@ -33,7 +33,9 @@ def test_bench_conv_methods_prints_every_layer_and_restores_the_method(capsys):
 def test_profile_groups_a_serial_step(capsys):
     import profile_training_step
 
-    threads = parallel.threads()
+    import bench_training_step
+
+    threads, chunk_workers = parallel.threads(), bench_training_step.CHUNK_WORKERS
     try:
         profile_training_step.main(["--batch", "4", "--steps", "1", "--top", "3"])
         profile_training_step.main(["--batch", "4", "--steps", "1", "--top", "0", "--one-core"])
@@ -41,6 +43,7 @@ def test_profile_groups_a_serial_step(capsys):
         parallel.set_threads(threads)
     out = capsys.readouterr().out
     assert "images/s" in out and "GEMM in the conv chunks" in out and "batch-norm" in out
+    assert bench_training_step.CHUNK_WORKERS == chunk_workers  # --one-core gives the later benchmarks their workers back
 
 
 def test_bench_training_step_compares_the_minimtl_engines(capsys):

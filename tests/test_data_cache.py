@@ -39,7 +39,7 @@ class CountingCrop:
 
 
 def test_rejected_images_are_reported_with_reasons(folder, tmp_path):
-    dataset = UTKFace(folder, root=tmp_path / "root", progress=False)
+    dataset = UTKFace(folder, root=tmp_path / "root", crop=CentreCrop(), progress=False)
     assert len(dataset) == 4 and dataset.images.shape == (4, 48, 48)
     reasons = dict(dataset.rejected)
     assert reasons["40_1_0_20170101000000005.jpg.chip.jpg"] == "could not be decoded"
@@ -67,9 +67,9 @@ def test_cache_is_reused_and_keyed_by_crop_settings(folder, tmp_path):
 
 def test_cache_notices_changed_files(folder, tmp_path):
     root = tmp_path / "root"
-    UTKFace(folder, root=root, progress=False)
+    UTKFace(folder, root=root, crop=CentreCrop(), progress=False)
     cv2.imwrite(str(folder / NAMES[0]), np.zeros((60, 60, 3), np.uint8))
-    changed = UTKFace(folder, root=root, progress=False)
+    changed = UTKFace(folder, root=root, crop=CentreCrop(), progress=False)
     assert changed.images[0].max() == 0
 
 
@@ -77,8 +77,8 @@ def test_same_images_from_folder_and_tar_gz(folder, tmp_path):
     archive = tmp_path / "UTKFace.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="UTKFace")
-    from_folder = UTKFace(folder, cache=False, progress=False)
-    from_tar = UTKFace(archive, cache=False, progress=False)
+    from_folder = UTKFace(folder, cache=False, crop=CentreCrop(), progress=False)
+    from_tar = UTKFace(archive, cache=False, crop=CentreCrop(), progress=False)
     order = np.argsort(from_tar.names)
     np.testing.assert_array_equal(from_tar.images[order], from_folder.images[np.argsort(from_folder.names)])
     assert from_tar.names[0].startswith("UTKFace/")

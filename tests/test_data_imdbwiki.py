@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from minimtl.data import IMDBWIKI
+from minimtl.data import IMDBWIKI, CentreCrop
 from minimtl.data.imdbwiki import matlab_datenum_to_year_month, read_imdbwiki_metadata
+
+from conftest import require_shared_file
 
 pytestmark = pytest.mark.data
 
@@ -91,13 +93,13 @@ def test_second_face_threshold(wiki_folder):
 
 
 def test_images_from_folder_and_tar(wiki_folder, tmp_path):
-    dataset = IMDBWIKI(wiki_folder, root=tmp_path / "root", progress=False)
+    dataset = IMDBWIKI(wiki_folder, root=tmp_path / "root", crop=CentreCrop(), progress=False)
     assert dataset.images.shape == (3, 48, 48)  # the 1x1 placeholder has no face
     assert ("01/c_2000-01-01_2015.jpg", "no face found") in dataset.rejected
     archive = tmp_path / "wiki_crop.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(wiki_folder, arcname="wiki_crop")
-    from_tar = IMDBWIKI(archive, root=tmp_path / "root", progress=False)
+    from_tar = IMDBWIKI(archive, root=tmp_path / "root", crop=CentreCrop(), progress=False)
     np.testing.assert_array_equal(from_tar.images, dataset.images)
     assert from_tar.names[0] == "wiki_crop/00/a_1980-03-01_2010.jpg"
 
@@ -118,3 +120,58 @@ def test_imdb_key_and_bad_files(tmp_path):
         read_imdbwiki_metadata(buffer)
     with pytest.raises(FileNotFoundError, match="fetch wiki_crop"):
         IMDBWIKI(root=tmp_path / "nowhere", load_images=False)
+
+
+def test_person_split_holds_out_whole_folders(wiki_folder, tmp_path):
+    dataset = IMDBWIKI(wiki_folder, root=tmp_path / "root", crop=CentreCrop(), progress=False)
+    assert dataset.folders.tolist() == [0, 0, 1]  # a, b and d (c is the 1x1 placeholder)
+    train, test = dataset.person_split(test_folders=[1])
+    assert test.names.tolist() == ["01/d_1950-06-30_2011.jpg"] and set(train.folders) == {0}
+    assert not set(train.names) & set(test.names)
+    np.testing.assert_array_equal(test.ages, [61])  # per-sample extras follow the split
+    with pytest.raises(ValueError, match="folders 80-89"):
+        dataset.default_split()  # this tiny set has no folder 80-89: said, not an empty test split
+
+
+def test_records_whose_images_are_absent_are_reported_from_a_folder_and_an_archive(wiki_folder, tmp_path):
+    (wiki_folder / "00" / "b_1980-09-01_2010.jpg").unlink()
+    dataset = IMDBWIKI(wiki_folder, root=tmp_path / "root", crop=CentreCrop(), progress=False)
+    assert ("00/b_1980-09-01_2010.jpg", "missing from the source") in dataset.rejected
+    assert dataset.names.tolist() == ["00/a_1980-03-01_2010.jpg", "01/d_1950-06-30_2011.jpg"]
+    archive = tmp_path / "wiki_crop.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(wiki_folder, arcname="wiki_crop")
+    from_tar = IMDBWIKI(archive, root=tmp_path / "root", crop=CentreCrop(), progress=False)
+    assert ("wiki_crop/00/b_1980-09-01_2010.jpg", "missing from the source") in from_tar.rejected
+    assert len(from_tar) == 2
+
+
+def test_a_truncated_mat_file_is_one_clear_error(wiki_folder):
+    data = (wiki_folder / "wiki.mat").read_bytes()
+    (wiki_folder / "wiki.mat").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot be read as a MATLAB .mat file.*truncated"):
+        IMDBWIKI(wiki_folder, load_images=False)
+
+
+def test_impossible_dates_are_reported_by_name(wiki_folder):
+    dataset = IMDBWIKI(wiki_folder, load_images=False)
+    reasons = dict(dataset.rejected)
+    assert reasons["03/i.jpg"] == reasons["03/j.jpg"] == "age outside 0-100"  # born 1800; photo before birth
+    assert reasons["03/k.jpg"] == "invalid date of birth"
+
+
+@pytest.mark.slow
+def test_the_real_wiki_subset(tmp_path):
+    archive = require_shared_file("data/wiki_crop_64.tar.gz")
+    dataset = IMDBWIKI(archive, load_images=False)
+    assert len(dataset) + len(dataset.rejected) == 62_328  # every record kept or reported
+    assert "missing from the source" not in {reason for _, reason in dataset.rejected}  # labels only: not looked for
+    present = np.isin(dataset.names, dataset.source.names())  # the archive holds folders 00-89 of those kept
+    absent = dataset.folders[~present]
+    assert present.sum() == 34_400 and set(range(90, 100)) <= set(absent.tolist())
+    assert np.sum(absent < 90) <= 2  # one record of folder 45 passes the filter but is not in the subset
+    dataset = dataset.subset(np.flatnonzero(present))
+    assert dataset.class_counts()["gender"].tolist() == [25_785, 8_615]
+    train, test = dataset.person_split()
+    assert set(test.folders.tolist()) == set(range(80, 90)) and not set(train.folders.tolist()) & set(range(80, 90))
+    assert 3000 < len(test) < 4000

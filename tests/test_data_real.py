@@ -28,7 +28,7 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def genki(genki_tar, data_root):
-    return GENKI4K(genki_tar, root=data_root, progress=False)
+    return GENKI4K(genki_tar, root=data_root, crop=CentreCrop(), progress=False)
 
 
 def test_genki_labels_from_the_tar(genki_tar):
@@ -48,7 +48,7 @@ def test_genki_images_and_cache(genki, genki_tar, data_root):
     cached = list((data_root / "cache").glob("GENKI-4K-centre-crop-48-1*.npz"))
     assert len(cached) == 1
     started = time.perf_counter()
-    again = GENKI4K(genki_tar, root=data_root, progress=False)
+    again = GENKI4K(genki_tar, root=data_root, crop=CentreCrop(), progress=False)
     assert time.perf_counter() - started < 1.5  # from the cache, no JPEG decoding
     np.testing.assert_array_equal(again.images, genki.images)
     other = GENKI4K(genki_tar, root=data_root, progress=False, crop=CentreCrop(fraction=0.8), load_images=False)
@@ -99,11 +99,11 @@ def test_file_source_reads_one_member(genki_tar):
 @pytest.mark.slow
 def test_utkface_images_cache_and_merge(utkface_tar, genki, data_root):
     started = time.perf_counter()
-    utkface = UTKFace(utkface_tar, root=data_root, progress=False)
+    utkface = UTKFace(utkface_tar, root=data_root, crop=CentreCrop(), progress=False)
     built_in = time.perf_counter() - started
     assert utkface.images.shape == (23705, 48, 48) and len(utkface.rejected) == 3
     started = time.perf_counter()
-    UTKFace(utkface_tar, root=data_root, progress=False)
+    UTKFace(utkface_tar, root=data_root, crop=CentreCrop(), progress=False)
     assert time.perf_counter() - started < built_in / 2
     merged = MultiTaskDataset([genki, utkface])
     train, test = merged.split(seed=0)

@@ -5,17 +5,19 @@
   ``~/.cache/minimtl/data``.
 * :class:`FileSource` — read image files the same way from a ``.tar`` /
   ``.tar.gz`` archive (without extracting it) or from a folder.
-* :class:`CentreCrop` — the default preprocessing: grayscale, central square,
-  resize to 48×48.  It needs no face detector and suits UTKFace, whose chips are
-  already aligned face crops.  The paper crops with MTCNN instead (Section
-  3.1); any callable ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None``
-  can be passed in its place (``None`` means "no face").
-* :func:`prepare_images` — decode and crop every listed image once, and keep
-  the 48×48 results of the whole data set in one ``.npz`` under
-  ``<data root>/cache`` keyed by the archive's identity and the crop's
-  settings, so the second run only reads that file.  Images that cannot be
-  decoded or have no face are returned with their reason, never dropped
-  silently.
+* :func:`default_crop` — the one face framing every data set and ``examples/predict.py``
+  share: MTCNN, then the five landmarks placed on one template (Section 3.1's
+  crop, made the same for every source; :class:`minimtl.faces.FaceCropper`).
+  Any callable ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None`` can
+  be passed in its place (``None`` means "no face"), e.g. :class:`CentreCrop`,
+  the detector-free grayscale central square, for quick looks and tests.
+* :func:`prepare_images` — decode and crop every listed image once (a face
+  cropper in one process per CPU), and keep the 48×48 results of the whole
+  data set in one ``.npz`` under ``<data root>/cache`` keyed by the archive's
+  identity and the crop's settings, so the second run only reads that file.
+  Images that cannot be decoded are returned with their reason, never dropped
+  silently; images in which the detector finds no face are cropped at the
+  data set's median face position and listed by name (``fallbacks``).
 * :class:`FaceDataset` — the common container: names, per-task labels,
   48×48 uint8 images, the rejected images, and ``split``/``subset`` helpers.
 """
@@ -28,6 +30,8 @@ import os
 import re
 import tarfile
 import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
@@ -134,7 +138,12 @@ class FileSource:
                         yield member.name, handle.read()
         else:
             for name in sorted(wanted):
-                yield name, (self.path / name).read_bytes()
+                try:
+                    data = (self.path / name).read_bytes()
+                except OSError as error:  # absent or unreadable: reported by the caller as missing
+                    log.debug("cannot read %s: %s", self.path / name, error)
+                    continue
+                yield name, data
 
     def identity(self) -> str:
         """A short string that changes when the archive or folder contents change.
@@ -167,7 +176,7 @@ ARCHIVE_SAMPLE_BYTES = 2**20  # how much of each end of an archive its identity 
 
 # --------------------------------------------------------------------------- preprocessing
 class CentreCrop:
-    """Grayscale, crop the central square, resize to ``size``×``size``: the detector-free default.
+    """Grayscale, crop the central square, resize to ``size``×``size``: a crop without a face detector.
 
     ``fraction`` is the side of the square as a fraction of the image's shorter
     side (1.0 = the largest central square).  Images whose shorter side is
@@ -203,6 +212,17 @@ class CentreCrop:
         return cv2.resize(gray, (self.size, self.size), interpolation=interpolation)
 
 
+def default_crop() -> Crop:
+    """The project's one face framing, for every data set and for prediction: ``minimtl.faces.FaceCropper()``.
+
+    MTCNN finds the face; its five landmarks are placed on ``minimtl.faces.crop.FACE_TEMPLATE``
+    (eyes level, at the same place in every crop) with a margin of 0.1; grayscale, 48×48.
+    """
+    from minimtl.faces import FaceCropper
+
+    return FaceCropper()
+
+
 def crop_cache_key(crop: Crop) -> str:
     """The name under which a crop's results are cached.
 
@@ -234,6 +254,29 @@ def decode_image(data: bytes) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
 
 
+#: Fewest detected faces from which a data set's median face position is trusted as the fallback.
+FALLBACK_MIN_FACES = 10
+FALLBACK_REASON = "no face found by the detector: cropped at the data set's median face position"
+
+
+@dataclass
+class Prepared:
+    """The 48×48 faces of a data set's listed members (see :func:`prepare_images`).
+
+    Attributes
+    ----------
+    images: (K, 48, 48) uint8, one per kept member, in the order of the members.
+    kept: (N,) bool, which of the N members have an image.
+    rejected: ``(member name, reason)`` for the members without one.
+    fallbacks: ``(member name, reason)`` for kept members the detector missed, cropped by the fallback.
+    """
+
+    images: np.ndarray
+    kept: np.ndarray
+    rejected: list[tuple[str, str]]
+    fallbacks: list[tuple[str, str]]
+
+
 def prepare_images(
     source: FileSource,
     members: list[str],
@@ -242,14 +285,20 @@ def prepare_images(
     dataset_name: str,
     cache_dir: Path | None,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    workers: int | None = None,
+) -> Prepared:
     """Decode and crop ``members`` of ``source``, or load the result from the cache.
 
-    Returns
-    -------
-    images: (K, 48, 48) uint8, one per kept member, in the order of ``members``.
-    kept: (N,) bool, which of the N members have an image.
-    rejected: list of ``(member name, reason)`` for the others.
+    A face cropper (:class:`minimtl.faces.FaceCropper`, anything with
+    ``crop_source``) runs in ``workers`` processes (default: one per CPU), and
+    the images in which it finds no face are cropped by the fallback: the
+    landmarks at the median position (as fractions of the image's width and
+    height) of the faces it found in the same data set, through the same
+    alignment.  Data sets of face crops (WIKI, UTKFace) hold one centred face
+    per image, so the median position is where a missed face is.  Each such
+    image is listed in ``fallbacks``; with fewer than ``FALLBACK_MIN_FACES``
+    faces found there is no median, and the misses are rejected.  Any other
+    ``crop`` callable runs here, one image after another.
     """
     key_text = json.dumps({"dataset": dataset_name, "source": source.identity(),
                            "members": hashlib.sha1("\n".join(members).encode()).hexdigest(),
@@ -262,9 +311,10 @@ def prepare_images(
             try:
                 with np.load(cache_file, allow_pickle=False) as stored:
                     if str(stored["key"]) == key_text:
-                        rejected = list(zip(stored["rejected_names"].tolist(), stored["rejected_reasons"].tolist()))
-                        return stored["images"], stored["kept"], rejected
-            except (OSError, ValueError, KeyError) as error:  # damaged cache: rebuild it
+                        return Prepared(stored["images"], stored["kept"],
+                                        list(zip(stored["rejected_names"].tolist(), stored["rejected_reasons"].tolist())),
+                                        list(zip(stored["fallback_names"].tolist(), stored["fallback_reasons"].tolist())))
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:  # damaged cache: rebuild it
                 log.warning("ignoring unreadable crop cache %s (%s)", cache_file, error)
 
     index = {name: position for position, name in enumerate(members)}
@@ -273,28 +323,61 @@ def prepare_images(
     images = np.zeros((len(members), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     kept = np.zeros(len(members), dtype=bool)
     reasons: dict[str, str] = {}
-    for name, data in tqdm(source.iterate(members), total=len(members), desc=f"cropping {dataset_name}",
-                           unit=" images", disable=not progress):
-        image = decode_image(data)
-        if image is None:
-            reasons[name] = "could not be decoded"
-            continue
-        face = crop(image)
-        if face is None:
-            reasons[name] = "no face found"
-            continue
+    fallbacks: list[tuple[str, str]] = []
+
+    def keep(name: str, face) -> None:
         face = np.asarray(face)
         if face.shape != (IMAGE_SIZE, IMAGE_SIZE) or face.dtype != np.uint8:
             raise ValueError(f"crop {crop_cache_key(crop)} returned {face.shape} {face.dtype}, "
                              f"expected ({IMAGE_SIZE}, {IMAGE_SIZE}) uint8 or None")
-        position = index[name]
-        images[position] = face
-        kept[position] = True
+        images[index[name]] = face
+        kept[index[name]] = True
+
+    if hasattr(crop, "crop_source"):
+        from minimtl.faces.crop import crop_many
+
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        items = ((name, data, None) for name, data in source.iterate(members))
+        found, missed = [], []
+        for result in crop_many(crop, items, workers=workers, progress=progress, total=len(members),
+                                description=f"cropping {dataset_name}"):
+            if result.has_face:
+                keep(result.source, result.crop)
+                if result.landmarks is not None and result.image_size:
+                    found.append(result.landmarks / np.asarray(result.image_size, np.float32))
+            elif result.status in ("no_face", "error") and result.image_size:
+                missed.append(result.source)
+            else:
+                reasons[result.source] = f"{result.status}: {'; '.join(result.notes)}" if result.notes else result.status
+        if missed and len(found) >= FALLBACK_MIN_FACES:
+            median = np.median(np.stack(found), axis=0)  # (5, 2) fractions of width and height
+            for name, data in source.iterate(missed):
+                face = fallback_crop(crop, data, median)
+                if face is None:
+                    reasons[name] = "no face found (and the fallback crop failed)"
+                else:
+                    keep(name, face)
+                    fallbacks.append((name, FALLBACK_REASON))
+        else:
+            reasons.update({name: "no face found" for name in missed})
+    else:
+        for name, data in tqdm(source.iterate(members), total=len(members), desc=f"cropping {dataset_name}",
+                               unit=" images", disable=not progress):
+            image = decode_image(data)
+            if image is None:
+                reasons[name] = "could not be decoded"
+                continue
+            face = crop(image)
+            if face is None:
+                reasons[name] = "no face found"
+                continue
+            keep(name, face)
     for name in members:
         if name not in reasons and not kept[index[name]]:
             reasons[name] = "missing from the source"
     images = images[kept]
     rejected = [(name, reasons[name]) for name in members if name in reasons]
+    fallbacks.sort(key=lambda item: index[item[0]])
 
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -303,12 +386,28 @@ def prepare_images(
             with os.fdopen(handle, "wb") as stream:
                 np.savez(stream, key=np.array(key_text), images=images, kept=kept,
                          rejected_names=np.array([n for n, _ in rejected], dtype=str),
-                         rejected_reasons=np.array([r for _, r in rejected], dtype=str))
+                         rejected_reasons=np.array([r for _, r in rejected], dtype=str),
+                         fallback_names=np.array([n for n, _ in fallbacks], dtype=str),
+                         fallback_reasons=np.array([r for _, r in fallbacks], dtype=str))
             os.replace(temporary, cache_file)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-    return images, kept, rejected
+    return Prepared(images, kept, rejected, fallbacks)
+
+
+def fallback_crop(cropper, data: bytes, landmarks: np.ndarray) -> np.ndarray | None:
+    """Crop the image file ``data`` as if ``cropper``'s detector had found ``landmarks`` (5, 2) there,
+    given as fractions of the image's width and height; None if the file cannot be read."""
+    from minimtl.faces.crop import FACE_TEMPLATE, ImageReadError, read_image, similarity_transform
+
+    try:
+        image, _, _ = read_image(data, cropper.max_side)
+    except ImageReadError:
+        return None
+    points = landmarks * np.array([image.shape[1], image.shape[0]], np.float64)
+    to_square = np.vstack([similarity_transform(points, FACE_TEMPLATE), [0, 0, 1]])
+    return cropper.crop_with_square(image, to_square)[0]
 
 
 # --------------------------------------------------------------------------- the common container
@@ -393,6 +492,14 @@ class FaceDataset:
         train, test = split_indices(self, test_size, seed)
         return self.subset(train), self.subset(test)
 
+    def default_split(self, seed: int = 0) -> tuple["FaceDataset", "FaceDataset"]:
+        """The split this data set is evaluated with: ``paper_test_size`` test images where the paper gives one
+        (GENKI-4K: 1000), else a random ``default_test_size`` (0.2); IMDB-WIKI holds out whole people."""
+        size = getattr(self, "paper_test_size", None) or getattr(self, "default_test_size", 0.2)
+        if isinstance(size, int) and size >= len(self):
+            size = 0.2
+        return self.split(size, seed)
+
 
 def _group_keys(dataset: FaceDataset) -> np.ndarray:
     """One key per sample; samples with equal keys are the same image."""
@@ -468,19 +575,25 @@ def load_listed(dataset: FaceDataset, source: FileSource, members: list[str], la
     as one warning line.
     """
     extras = dict(extras or {})
-    images = None
+    images, fallbacks = None, []
     if load_images:
-        crop = crop if crop is not None else CentreCrop()
+        crop = crop if crop is not None else default_crop()
         cache_dir = data_root(root) / "cache" if cache else None
-        images, kept, failed = prepare_images(source, members, crop, dataset_name=dataset.name,
-                                              cache_dir=cache_dir, progress=progress)
-        rejected = rejected + failed
+        prepared = prepare_images(source, members, crop, dataset_name=dataset.name, cache_dir=cache_dir,
+                                  progress=progress)
+        images, kept, fallbacks = prepared.images, prepared.kept, prepared.fallbacks
+        rejected = rejected + prepared.rejected
         members = [name for name, keep in zip(members, kept) if keep]
         labels = {task: values[kept] for task, values in labels.items()}
         extras = {key: values[kept] for key, values in extras.items()}
     if rejected:
         log.warning(describe_rejected(dataset.name, rejected))
+    if fallbacks:
+        log.warning(f"{dataset.name}: {len(fallbacks)} images had no face found and were cropped at the data set's "
+                    f"median face position: " + ", ".join(name for name, _ in fallbacks[:5])
+                    + (f" and {len(fallbacks) - 5} more" if len(fallbacks) > 5 else ""))
     FaceDataset.__init__(dataset, members, labels, images, rejected)
+    dataset.fallbacks = fallbacks
     for key, values in extras.items():
         setattr(dataset, key, values)
     dataset.source = source

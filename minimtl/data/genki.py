@@ -58,9 +58,8 @@ class GENKI4K(FaceDataset):
         Data root (default ``$MINIMTL_DATA`` or ``~/.cache/minimtl/data``); the crop cache lives in ``root/cache``.
     crop:
         ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None``; default
-        :class:`~minimtl.data.base.CentreCrop`.  GENKI photos are not face
-        crops, so for real training pass the face detector's crop from
-        :mod:`minimtl.faces`, as the paper does with MTCNN.
+        :func:`~minimtl.data.base.default_crop`, the project's one face framing
+        (MTCNN and the landmark template, as the paper crops with MTCNN).
     load_images:
         False to read only the labels (fast: no decoding).
     cache, progress:

@@ -23,8 +23,13 @@ gender is known and the age is within 0–100.  Every record left out is
 reported in ``rejected`` with its reason.
 
 Gender is converted to this project's convention (0 = male, 1 = female, as in
-UTKFace).  These archives are too large for the development machines; the
-tests build small ``.mat`` files with the real schema.
+UTKFace).
+
+Each image's name starts with the person's number (``17/10000217_1981-05-05_2009.jpg``
+in WIKI, ``01/nm0000001_rm124825600_1899-5-10_1968.jpg`` in IMDb), and the
+folder is the last two digits of that number, so every photo of one person
+lies in one folder.  :meth:`IMDBWIKI.person_split` holds out whole folders
+(default 80–89, a tenth of the people): nobody is in both halves.
 """
 from __future__ import annotations
 
@@ -79,7 +84,11 @@ def read_imdbwiki_metadata(mat_file) -> dict[str, np.ndarray]:
     Returns ``{"full_path": (N,) str, "dob": (N,) float64, "photo_taken": (N,) int64,
     "gender": (N,) float64, "face_score": (N,) float64, "second_face_score": (N,) float64}``.
     """
-    contents = scipy.io.loadmat(mat_file)
+    try:
+        contents = scipy.io.loadmat(mat_file)
+    except Exception as error:  # scipy raises ValueError, TypeError, OSError … on a truncated or foreign file
+        raise ValueError(f"the IMDB-WIKI metadata file cannot be read as a MATLAB .mat file "
+                         f"({type(error).__name__}: {error}); is it truncated?") from error
     keys = [key for key in contents if not key.startswith("__")]
     if len(keys) != 1:
         raise ValueError(f"expected one struct ('wiki' or 'imdb') in the .mat file, found {keys}")
@@ -118,11 +127,14 @@ class IMDBWIKI(FaceDataset):
     root, crop, load_images, cache, progress:
         As for :class:`~minimtl.data.GENKI4K`.
 
-    Attributes beyond :class:`FaceDataset`: ``ages`` (N,) int64 years.
+    Attributes beyond :class:`FaceDataset`: ``ages`` (N,) int64 years; ``folders`` (N,) int64, the
+    number of each image's folder (the last two digits of the person's number).
     """
 
-    per_sample_attributes = ("ages",)
+    per_sample_attributes = ("ages", "folders")
     paper_train_size, paper_test_size = 150_000, 20_000
+    #: The folders :meth:`person_split` holds out by default: a tenth of the people.
+    test_folders = tuple(range(80, 90))
 
     def __init__(self, source: Path | str | None = None, *, part: str = "wiki", root: Path | str | None = None,
                  crop: Crop | None = None, load_images: bool = True, cache: bool = True, progress: bool = True,
@@ -161,6 +173,30 @@ class IMDBWIKI(FaceDataset):
         members = [paths[i] for i in np.flatnonzero(keep)]
         gender = (1 - columns["gender"][keep]).astype(np.int64)  # upstream 1 = male -> ours 0 = male
         kept_ages = ages[keep].astype(np.int64)
+        folders = np.array([person_folder(name) for name in members], dtype=np.int64)
         load_listed(self, files, members, {"gender": gender, "age": age_group(kept_ages)}, crop=crop, root=root,
                     cache=cache, load_images=load_images, progress=progress, rejected=rejected,
-                    extras={"ages": kept_ages})
+                    extras={"ages": kept_ages, "folders": folders})
+
+    def person_split(self, test_folders=None, seed: int = 0) -> tuple["IMDBWIKI", "IMDBWIKI"]:
+        """``(train, test)`` with the images of ``test_folders`` (default ``IMDBWIKI.test_folders``, 80–89) held out.
+
+        Every photo of one person is in one folder, so no one is in both halves.
+        ``seed`` is accepted for the common ``default_split`` interface; the split does not depend on it.
+        """
+        test_folders = self.test_folders if test_folders is None else tuple(int(f) for f in test_folders)
+        is_test = np.isin(self.folders, test_folders)
+        if not is_test.any() or is_test.all():
+            raise ValueError(f"{self.name}: holding out folders {min(test_folders):02d}-{max(test_folders):02d} leaves "
+                             f"{int(is_test.sum())} test and {int((~is_test).sum())} training images; "
+                             f"choose folders present in the data (it has {sorted(set(self.folders.tolist()))[:5]}…)")
+        return self.subset(np.flatnonzero(~is_test)), self.subset(np.flatnonzero(is_test))
+
+    def default_split(self, seed: int = 0) -> tuple["IMDBWIKI", "IMDBWIKI"]:
+        return self.person_split(seed=seed)
+
+
+def person_folder(name: str) -> int:
+    """The folder number of an IMDB-WIKI image name, ``"wiki_crop/17/10000217_….jpg"`` → 17 (−1 if not numeric)."""
+    folder = PurePosixPath(name).parent.name
+    return int(folder) if folder.isdigit() else -1

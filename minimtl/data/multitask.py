@@ -97,21 +97,18 @@ class MultiTaskDataset:
         """``(train, test)``, splitting each member data set separately.
 
         ``test_sizes`` maps a member's ``name`` to its test count or fraction,
-        or is one value for all; a member not named uses its class attribute
-        ``paper_test_size`` (GENKI-4K: 1000) or ``default_test_size``, else 0.2.
+        or is one value for all; a member not named uses its own
+        ``default_split``: GENKI-4K the paper's 1000 test images, IMDB-WIKI
+        whole people held out (folders 80–89), others a random 20%.
         Identical images stay on one side (see :meth:`FaceDataset.split`).
         """
         trains, tests = [], []
         for index, dataset in enumerate(self.datasets):
-            if isinstance(test_sizes, Mapping):
-                size = test_sizes.get(dataset.name)
-            else:
-                size = test_sizes
+            size = test_sizes.get(dataset.name) if isinstance(test_sizes, Mapping) else test_sizes
             if size is None:
-                size = getattr(dataset, "paper_test_size", None) or getattr(dataset, "default_test_size", 0.2)
-                if isinstance(size, int) and size >= len(dataset):
-                    size = 0.2
-            train, test = dataset.split(size, seed=seed + index)
+                train, test = dataset.default_split(seed=seed + index)
+            else:
+                train, test = dataset.split(size, seed=seed + index)
             trains.append(train)
             tests.append(test)
         return MultiTaskDataset(trains, self.tasks), MultiTaskDataset(tests, self.tasks)

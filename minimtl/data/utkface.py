@@ -49,9 +49,9 @@ class UTKFace(FaceDataset):
     """UTKFace with tasks ``"gender"`` (0 male, 1 female) and ``"age"`` (group 0..5).
 
     Parameters are those of :class:`~minimtl.data.GENKI4K` plus
-    ``allow_missing_race`` (see the module docstring).  The default
-    :class:`~minimtl.data.base.CentreCrop` suits these chips, which are
-    already aligned face crops.
+    ``allow_missing_race`` (see the module docstring).  The chips go through
+    the same face framing as every other data set (:func:`~minimtl.data.base.default_crop`):
+    their own framing is tighter than the others', and a model that learns it fails elsewhere.
 
     Attributes beyond :class:`FaceDataset`: ``ages`` (N,) int64 years and
     ``races`` (N,) int64 (0–4, -1 unknown).  Unparsed names are in ``rejected``.

@@ -32,13 +32,15 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 COLOURS = {"smile": (60, 200, 60), "gender": (230, 140, 40), "age": (40, 140, 240)}  # BGR
 
 
-def classify_faces(model, cropper: FaceCropper, image_bgr: np.ndarray) -> list[dict]:
-    """Every face in ``image_bgr``: ``{"box": (4,), "score": float, task: (class name, probability)}``."""
-    detections = cropper.detector.detect(image_bgr)
+def classify_faces(model, cropper: FaceCropper, image_bgr: np.ndarray, flip: bool = False) -> list[dict]:
+    """Every face in ``image_bgr``: ``{"box": (4,), "score": float, task: (class name, probability)}``.
+
+    Each face is framed exactly as the training faces were (``FaceCropper.crop_every_face``).
+    """
+    detections, crops = cropper.crop_every_face(image_bgr)
     if len(detections) == 0:
         return []
-    crops = np.stack([cropper.crop_face(image_bgr, detections, i)[0] for i in range(len(detections))])
-    probabilities = predict(model, crops)
+    probabilities = predict(model, crops, flip=flip)
     faces = []
     for i in range(len(detections)):
         face = {"box": detections.boxes[i], "score": float(detections.scores[i])}
@@ -81,7 +83,7 @@ def photos(source: Path) -> list[Path]:
     return [source]
 
 
-def run_photos(model, cropper, source: Path, out: Path) -> tuple[int, float]:
+def run_photos(model, cropper, source: Path, out: Path, flip: bool = False) -> tuple[int, float]:
     paths = photos(source)
     out.mkdir(parents=True, exist_ok=True)
     frames, started = 0, time.perf_counter()
@@ -91,7 +93,7 @@ def run_photos(model, cropper, source: Path, out: Path) -> tuple[int, float]:
         except ImageReadError as error:
             print(f"{path.name:<32} skipped: {error}")
             continue
-        faces = classify_faces(model, cropper, image)
+        faces = classify_faces(model, cropper, image, flip)
         frames += 1
         if not faces:
             print(f"{path.name:<32} no face found")
@@ -101,7 +103,7 @@ def run_photos(model, cropper, source: Path, out: Path) -> tuple[int, float]:
     return frames, time.perf_counter() - started
 
 
-def run_video(model, cropper, source: Path, out: Path) -> tuple[int, float]:
+def run_video(model, cropper, source: Path, out: Path, flip: bool = False) -> tuple[int, float]:
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():
         raise SystemExit(f"cannot open video {source}")
@@ -113,7 +115,7 @@ def run_video(model, cropper, source: Path, out: Path) -> tuple[int, float]:
             ok, frame = capture.read()
             if not ok:
                 break
-            faces = classify_faces(model, cropper, frame)
+            faces = classify_faces(model, cropper, frame, flip)
             for index, face in enumerate(faces):
                 print(table_row(f"{source.name}#{frames}", index, face))
             if writer is None:
@@ -145,10 +147,10 @@ def main(argv=None) -> None:
     print(f"{'source':<32} {'face':>4}  box (x1,y1,x2,y2)  " + "  ".join(f"{t:<22}" for t in config.tasks))
     if arguments.source.suffix.lower() in VIDEO_SUFFIXES:
         out = arguments.out or arguments.source.with_name(arguments.source.stem + "_labelled.avi")
-        frames, seconds = run_video(model, cropper, arguments.source, out)
+        frames, seconds = run_video(model, cropper, arguments.source, out, config.test_flip)
     else:
         out = arguments.out or Path("predictions")
-        frames, seconds = run_photos(model, cropper, arguments.source, out)
+        frames, seconds = run_photos(model, cropper, arguments.source, out, config.test_flip)
     print(f"{frames} frames in {seconds:.2f} s: {frames / max(seconds, 1e-9):.1f} frames per second "
           f"(detection, cropping and classification) → {out}")
 

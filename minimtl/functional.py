@@ -1084,3 +1084,20 @@ def concat(tensors: Sequence[Tensor], axis: int = 1) -> Tensor:
 def flatten(x: Tensor, start_axis: int = 1) -> Tensor:
     """``(N, C, H, W)`` → ``(N, C·H·W)``."""
     return ops.flatten(x, start_axis)
+
+
+def standardize_images(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """Each image shifted to mean 0 and scaled to standard deviation 1: ``(x − μ) / √(σ² + eps)``.
+
+    ``x`` ``(N, C, H, W)`` → the same shape; μ and σ² are taken over each image's
+    own ``C·H·W`` values, so a dark and a bright photo of one face give the same
+    input.  ``eps`` keeps a flat image (σ = 0) finite; it is small beside the
+    variance of any real face (about 0.01–0.05 for pixels in [0, 1]), so contrast
+    does not change the result.  Composed of primitive ops, so autograd gives
+    its backward.
+    """
+    axes = (1, 2, 3)
+    centred = x - ops.mean(x, axis=axes, keepdims=True)
+    variance = ops.mean(centred * centred, axis=axes, keepdims=True)
+    return centred / ops.power(variance + eps, 0.5)
+

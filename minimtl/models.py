@@ -137,13 +137,15 @@ class BKNet(nn.Module):
         init: ``"paper"`` (Gaussian, variance 0.01, Section 4.3) or ``"he"``.
         dropout: dropout probability in the heads (0.5 in the paper).
         batch_norm_scale: learn a batch-norm scale too (adds parameters beyond Table 3).
+        standardize: give the trunk every face at mean 0 and standard deviation 1
+            (``functional.standardize_images``) instead of as it comes, pixel values in [0, 1].
         seed: seeds the initial weights and the dropout masks.
 
     ``forward(x (N, 1, 48, 48))`` returns ``{task: logits (N, classes)}``.
     """
 
     def __init__(self, config: str = "C", tasks: Sequence[str] = ("smile", "gender", "age"), init: str = "paper",
-                 dropout: float = 0.5, batch_norm_scale: bool = False, seed: int = 0):
+                 dropout: float = 0.5, batch_norm_scale: bool = False, standardize: bool = False, seed: int = 0):
         super().__init__()
         config = config.upper()
         if config not in ("A", "B", "C"):
@@ -155,7 +157,8 @@ class BKNet(nn.Module):
         if config == "A" and len(tasks) != 1:
             raise ValueError(f"Config A (single BKNet) has one task, got {tasks}")
         self.config, self.tasks, self.seed = config, tasks, seed
-        self.options = dict(init=init, dropout=dropout, batch_norm_scale=batch_norm_scale)
+        self.options = dict(init=init, dropout=dropout, batch_norm_scale=batch_norm_scale, standardize=standardize)
+        self.standardize = bool(standardize)
         generator = np.random.default_rng(seed)
         channels = 1
         blocks = []
@@ -174,6 +177,8 @@ class BKNet(nn.Module):
         F.check_image_batch(x, 1, "BKNet input")
         if x.shape[2:] != (48, 48):
             raise ValueError(f"BKNet expects 48×48 faces, got {x.shape[2]}×{x.shape[3]}")
+        if self.standardize:
+            x = F.standardize_images(x)
         first = self.block1(x)  # (N, 32, 24, 24)
         last = self.block4(self.block3(self.block2(first)))  # (N, 256, 3, 3)
         flat = F.flatten(last)

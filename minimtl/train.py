@@ -31,7 +31,7 @@ from minimtl import serialization
 from minimtl.autograd import Tensor, no_grad
 from minimtl.data import Augment, DataLoader, MultiTaskDataset, normalize
 from minimtl.losses import masked_cross_entropy, total_loss
-from minimtl.metrics import accuracy
+from minimtl.metrics import accuracy, majority_share
 from minimtl.models import BKNet
 from minimtl.optim import SGD, ExponentialDecay
 
@@ -64,6 +64,8 @@ class TrainConfig:
     # default here and "paper" reproduces Section 4.3 exactly.
     init: str = "he"
     batch_norm_scale: bool = False
+    standardize: bool = False  # each face to mean 0 and standard deviation 1 before the trunk (BKNet(standardize=))
+    test_flip: bool = False  # evaluate and predict on each face and its mirror image, averaging the probabilities
     normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
     augment: bool = True  # random crop, flip and rotation (Section 3.1), training only
     # Equal share of every member data set in each batch, repeating the small one within an epoch, as the BKNet
@@ -113,7 +115,7 @@ def epoch_generator(seed: int, epoch: int, purpose: int) -> np.random.Generator:
 
 def build_model(config: TrainConfig) -> BKNet:
     return BKNet(config.config, config.tasks, init=config.init, dropout=config.dropout,
-                 batch_norm_scale=config.batch_norm_scale, seed=config.seed)
+                 batch_norm_scale=config.batch_norm_scale, standardize=config.standardize, seed=config.seed)
 
 
 def build_optimizer(model: BKNet, config: TrainConfig) -> SGD:
@@ -213,10 +215,12 @@ def batch_norm_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int):
     return itertools.islice(iter(train_loader(data, config, epoch, streams=(3, 4))), config.batch_norm_batches)
 
 
-def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+def predict(model: BKNet, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> dict[str, np.ndarray]:
     """Class probabilities per task: ``{task: (N, classes)}``, in evaluation mode.
 
     ``images``: ``(N, 48, 48)`` uint8 faces (scaled here as in training) or ``(N, 1, 48, 48)`` float32 already scaled.
+    ``flip``: average the probabilities of each face and its mirror image (test-time augmentation: the
+    training faces are flipped at random, so both are faces the network knows).
     """
     from minimtl.functional import softmax
 
@@ -228,25 +232,54 @@ def predict(model: BKNet, images: np.ndarray, batch_size: int = 256) -> dict[str
             chunk = images[start:start + batch_size]
             chunk = normalize(chunk) if chunk.dtype == np.uint8 else np.ascontiguousarray(chunk, dtype=np.float32)
             out = model(Tensor(chunk))
+            mirrored = model(Tensor(np.ascontiguousarray(chunk[..., ::-1]))) if flip else None
             for task in model.tasks:
-                chunks[task].append(softmax(out[task], axis=1).data)
+                p = softmax(out[task], axis=1).data
+                if mirrored is not None:
+                    p = (p + softmax(mirrored[task], axis=1).data) / 2
+                chunks[task].append(p)
     model.train(was_training)
     return {task: np.concatenate(parts) if parts else np.zeros((0,)) for task, parts in chunks.items()}
 
 
-def evaluate(model: BKNet, data: MultiTaskDataset) -> dict[str, dict[str, float]]:
-    """Per task: mean cross-entropy and Eq. (3) accuracy over the samples of ``data`` that carry the task."""
-    probabilities = predict(model, data.images)
+def task_metrics(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                 masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per task present: mean cross-entropy, Eq. (3) accuracy, sample count and the majority-class share.
+
+    ``probabilities[task]`` ``(N, classes)``; ``labels[task]``, ``masks[task]`` ``(N,)``.
+    """
     results = {}
-    for task in model.tasks:
-        present = data.masks[task] == 1
+    for task, p in probabilities.items():
+        present = masks[task] == 1
         if not present.any():
             continue
-        p = probabilities[task][present]
-        truth = data.labels[task][present]
+        p, truth = p[present], labels[task][present]
         loss = -np.mean(np.log(np.clip(p[np.arange(len(truth)), truth], 1e-12, None)))
-        results[task] = {"loss": float(loss), "accuracy": accuracy(p.argmax(1), truth), "samples": int(present.sum())}
+        results[task] = {"loss": float(loss), "accuracy": accuracy(p.argmax(1), truth), "samples": int(present.sum()),
+                         "majority": majority_share(truth)}
     return results
+
+
+def evaluate(model: BKNet, data: MultiTaskDataset, flip: bool = False) -> dict[str, dict[str, float]]:
+    """Per task: mean cross-entropy and Eq. (3) accuracy over the samples of ``data`` that carry the task."""
+    return evaluate_by_dataset(model, data, flip)[0]
+
+
+def evaluate_by_dataset(model: BKNet, data: MultiTaskDataset, flip: bool = False) -> tuple[dict, dict[str, dict]]:
+    """``(over all of data, {member data set's name: the same over its samples alone})``, from one prediction pass.
+
+    Each is ``{task: {"loss", "accuracy", "samples", "majority"}}`` for the tasks present (see ``task_metrics``).
+    ``flip``: see ``predict``.
+    """
+    probabilities = predict(model, data.images, flip=flip)
+    merged = task_metrics(probabilities, data.labels, data.masks)
+    members = {}
+    for index, dataset in enumerate(data.datasets):
+        mine = data.origin == index
+        members[dataset.name] = task_metrics({task: p[mine] for task, p in probabilities.items()},
+                                             {task: v[mine] for task, v in data.labels.items()},
+                                             {task: v[mine] for task, v in data.masks.items()})
+    return merged, members
 
 
 def save_checkpoint(path: Path, model: BKNet, optimizer: SGD, config: TrainConfig, epoch: int, history: list) -> None:
@@ -343,8 +376,9 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
         train_seconds = time.perf_counter() - started
         if config.batch_norm_batches > 0:
             recompute_batch_norm_statistics(model, batch_norm_loader(train_data, config, epoch))
+        merged, by_dataset = evaluate_by_dataset(model, test_data, config.test_flip)
         record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
-                  "steps": optimizer.step_count, "train": {}, "test": evaluate(model, test_data)}
+                  "steps": optimizer.step_count, "train": {}, "test": merged, "test_datasets": by_dataset}
         for task, (loss_sum, acc_sum, count) in sums.items():
             if count:
                 record["train"][task] = {"loss": loss_sum / count, "accuracy": acc_sum / count, "samples": int(count)}

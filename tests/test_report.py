@@ -33,3 +33,28 @@ def test_comparison_table(tmp_path):
     text = path.read_text()
     assert "| smile | 90.00% | 95.00% | 95.08% | 95.60% | 96.63% |" in text
     assert "| gender | — | — |" in text
+
+
+def test_report_rows_per_data_set_with_the_majority_class_beside_them(tmp_path):
+    from minimtl.data import MultiTaskDataset, SyntheticFaces
+    from minimtl.train import evaluate_by_dataset
+
+    data, test = tiny_multitask_set(16, 0), tiny_multitask_set(12, 1)
+    config = small_config(epochs=1)
+    model, history = fit(config, data, test, tmp_path, progress=False)
+    by_dataset = history[-1]["test_datasets"]
+    assert list(by_dataset) == [d.name for d in test.datasets]
+    smile_set = test.datasets[0]
+    counts = np.bincount(smile_set.labels["smile"], minlength=2)
+    assert by_dataset[smile_set.name]["smile"]["majority"] == pytest.approx(counts.max() / counts.sum())
+    assert by_dataset[smile_set.name]["smile"]["samples"] == len(smile_set)
+    unseen = MultiTaskDataset([SyntheticFaces(10, 77, tasks=("gender", "age"))], ("smile", "gender", "age"))
+    cross = evaluate_by_dataset(model, unseen)[1]
+    text = write_report(tmp_path, config, history, model, test, data_description="synthetic", fps={1: 1.0},
+                        cross=cross).read_text()
+    gender = by_dataset[test.datasets[1].name]["gender"]
+    row = (f"| {test.datasets[1].name} | gender | yes | {gender['samples']} | {100 * gender['accuracy']:.2f}% | "
+           f"{100 * gender['majority']:.2f}% | {100 * (gender['accuracy'] - gender['majority']):+.2f} |")
+    assert row in text
+    unseen_age = cross[unseen.datasets[0].name]["age"]
+    assert f"| {unseen.datasets[0].name} | age | **no** | 10 | {100 * unseen_age['accuracy']:.2f}% |" in text

@@ -34,9 +34,23 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # run from a checkout without installing
 
 from minimtl import kernels  # noqa: E402
-from minimtl.data import DATASETS, GENKI4K, MultiTaskDataset, SyntheticFaces, UTKFace, data_root, fetch  # noqa: E402
+from minimtl.data import (DATASETS, GENKI4K, IMDBWIKI, MultiTaskDataset, SyntheticFaces, UTKFace,  # noqa: E402
+                          data_root, fetch)
 from minimtl.report import measure_fps, write_comparison, write_report  # noqa: E402
-from minimtl.train import NonFiniteLoss, TrainConfig, fit  # noqa: E402
+from minimtl.train import NonFiniteLoss, TrainConfig, evaluate_by_dataset, fit  # noqa: E402
+
+
+#: What the default run trains on: smile from GENKI-4K, gender and age from WIKI, as Section 4.3 (with IMDB-WIKI).
+DEFAULT_DATASETS = "genki4k,wiki"
+#: The data sets the main job can train or test on: ``--datasets`` / ``--eval-datasets`` name them.
+#: Each entry: the class, its tasks, the minimtl.data.fetch key, and the archive names to look for.
+DATA_SETS = {
+    "genki4k": (GENKI4K, ("smile",), "genki4k", ("genki4k.tar",)),
+    # The full upstream wiki_crop.tar, or the part of it these machines hold (../shared/data/wiki_crop_64.tar.gz).
+    "wiki": (IMDBWIKI, ("gender", "age"), "wiki_crop", ("wiki_crop.tar", "wiki_crop_64.tar.gz")),
+    "imdb": (IMDBWIKI, ("gender", "age"), "imdb_crop", ("imdb_crop.tar",)),
+    "utkface": (UTKFace, ("gender", "age"), "utkface", ("UTKFace.tar.gz",)),
+}
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -49,6 +63,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     model.add_argument("--init", choices=["paper", "he"], default=defaults.init, help="paper: Gaussian with variance 0.01 (Section 4.3)")
     model.add_argument("--dropout", type=float, default=defaults.dropout)
     model.add_argument("--batch-norm-scale", action="store_true", help="learn a batch-norm scale too (beyond Table 3's counts)")
+    model.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=defaults.standardize,
+                       help="give the network each face at mean 0 and standard deviation 1")
+    model.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=defaults.test_flip,
+                       help="evaluate and predict on each face and its mirror image, averaging the probabilities")
     training = parser.add_argument_group("training (defaults: Section 4.3)")
     training.add_argument("--epochs", type=int, default=defaults.epochs)
     training.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -69,12 +87,20 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     training.add_argument("--batch-norm-batches", type=int, default=defaults.batch_norm_batches,
                           help="recompute batch-norm's statistics over this many training batches before each "
                                "evaluation (0: keep the running averages)")
-    training.add_argument("--seed", type=int, default=defaults.seed)
+    training.add_argument("--seed", type=int, default=defaults.seed, help="initial weights, batch order, augmentation, dropout")
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, default=None, help="default $MINIMTL_DATA or ~/.cache/minimtl/data")
     data.add_argument("--shared", type=Path, default=Path(os.environ.get("MINIMTL_SHARED", REPOSITORY.parent / "shared")),
                       help="folder whose data/ holds the archives (default $MINIMTL_SHARED or ../shared)")
-    data.add_argument("--detector", choices=["mtcnn", "yunet", "res10"], default="mtcnn", help="face detector for GENKI-4K")
+    data.add_argument("--datasets", default=DEFAULT_DATASETS,
+                      help=f"data sets to train on, comma-separated from {', '.join(DATA_SETS)} (default {DEFAULT_DATASETS})")
+    data.add_argument("--eval-datasets", default="utkface,wiki",
+                      help="data sets also tested on when not trained on: the cross-data-set rows of the report")
+    data.add_argument("--detector", choices=["mtcnn", "yunet", "res10"], default="mtcnn",
+                      help="face detector of the one face framing, for every data set")
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="which images are held out for testing (GENKI-4K, UTKFace); the same for every --seed, "
+                           "so runs of different seeds are tested on the same faces")
     data.add_argument("--synthetic", action="store_true", help="train on drawn faces (no real data needed)")
     data.add_argument("--limit", type=int, default=None, help="use at most this many images per data set (quick runs)")
     run = parser.add_argument_group("run")
@@ -101,26 +127,39 @@ def train_config(arguments: argparse.Namespace, **overrides) -> TrainConfig:
                   decay_rate=arguments.decay_rate, decay_steps=arguments.decay_steps, staircase=arguments.staircase,
                   momentum=arguments.momentum, nesterov=arguments.nesterov, weight_decay=arguments.weight_decay,
                   task_weights=task_weights, dropout=arguments.dropout, init=arguments.init,
-                  batch_norm_scale=arguments.batch_norm_scale, normalize=arguments.normalize,
+                  batch_norm_scale=arguments.batch_norm_scale, standardize=arguments.standardize,
+                  test_flip=arguments.test_flip, normalize=arguments.normalize,
                   augment=not arguments.no_augment, balance=not arguments.no_balance,
                   batch_norm_batches=arguments.batch_norm_batches, seed=arguments.seed)
     values.update(overrides)
     return TrainConfig(**values)
 
 
-def locate(name: str, arguments: argparse.Namespace) -> Path | None:
+def dataset_names(text: str, option: str) -> tuple[str, ...]:
+    """``"genki4k,wiki"`` → ``("genki4k", "wiki")``; an unknown name is a one-line usage error."""
+    names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in DATA_SETS]
+    if unknown:
+        raise SystemExit(f"{option}: unknown data set {', '.join(unknown)}; choose from {', '.join(DATA_SETS)}")
+    return names
+
+
+def locate(name: str, arguments: argparse.Namespace, quiet_failure: bool = False) -> Path | None:
     """Where data set ``name`` can be read from: its extracted folder, a local archive, or a fresh download."""
-    source = DATASETS[name]
+    fetch_name, archives = DATA_SETS[name][2], DATA_SETS[name][3]
+    source = DATASETS[fetch_name]
     root = data_root(arguments.data_root)
     if (root / source.folder).is_dir():
         return root / source.folder
-    for candidate in (root / "downloads" / source.archive_name, arguments.shared / "data" / source.archive_name):
-        if candidate.is_file():
-            return candidate
+    for archive in archives:
+        for candidate in (root / "downloads" / archive, arguments.shared / "data" / archive):
+            if candidate.is_file():
+                return candidate
     try:
-        return fetch(name, root=root, progress=not arguments.quiet)
+        return fetch(fetch_name, root=root, progress=not arguments.quiet)
     except Exception as error:  # offline, no upstream address, refused: fall back below
-        print(f"{source.title}: not under {root} or {arguments.shared / 'data'}, and fetching failed: {error}")
+        if not quiet_failure:
+            print(f"{source.title}: not under {root} or {arguments.shared / 'data'}, and fetching failed: {error}")
         return None
 
 
@@ -132,60 +171,87 @@ def limited(dataset, limit: int | None, seed: int):
     return dataset.subset(np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False)))
 
 
-def load_data(arguments: argparse.Namespace, tasks: tuple[str, ...]) -> tuple[MultiTaskDataset, MultiTaskDataset, str]:
-    """``(train, test, description)`` for ``tasks``: GENKI-4K for smile, UTKFace for gender and age."""
-    progress = not arguments.quiet
-    want_smile, want_faces = "smile" in tasks, bool({"gender", "age"} & set(tasks))
-    sources = {}
-    if not arguments.synthetic:
-        if want_smile:
-            sources["genki4k"] = locate("genki4k", arguments)
-        if want_faces:
-            sources["utkface"] = locate("utkface", arguments)
+def load_dataset(name: str, path: Path, arguments: argparse.Namespace):
+    """Data set ``name`` read from ``path``, every image through the one face framing, cropping timed."""
+    from minimtl.faces import FaceCropper
+
+    weights = arguments.shared / "weights"
+    if arguments.detector != "mtcnn" and weights.is_dir():
+        os.environ.setdefault("MINIMTL_WEIGHTS", str(weights))
+    cls = DATA_SETS[name][0]
+    options = {"part": "imdb" if name == "imdb" else "wiki"} if cls is IMDBWIKI else {}
+    started = time.perf_counter()
+    dataset = cls(path, root=arguments.data_root, crop=FaceCropper(detector=arguments.detector),
+                  progress=not arguments.quiet, **options)
+    seconds = time.perf_counter() - started
+    print(f"{dataset.name}: {len(dataset)} faces ({len(dataset.fallbacks)} by the fallback crop, "
+          f"{len(dataset.rejected)} left out) in {seconds:.0f} s")
+    return dataset, (f"{dataset.name}: {len(dataset)} faces cropped with {arguments.detector} in {seconds:.0f} s "
+                     f"({len(dataset.fallbacks)} at the data set's median face position because the detector missed "
+                     f"them, {len(dataset.rejected)} left out)")
+
+
+def split_member(dataset, arguments: argparse.Namespace):
+    """``(train, test)`` of one data set: its ``default_split`` (GENKI-4K 1000 test images, IMDB-WIKI whole folders
+    80–89, UTKFace 20%); with ``--limit``, a random quarter."""
+    if arguments.limit is not None:
+        return dataset.split(max(len(dataset) // 4, 1), seed=arguments.split_seed)
+    return dataset.default_split(seed=arguments.split_seed)
+
+
+def load_data(arguments: argparse.Namespace, tasks: tuple[str, ...]) -> tuple[MultiTaskDataset, MultiTaskDataset,
+                                                                              MultiTaskDataset | None, str]:
+    """``(train, test, cross-test or None, description)`` for ``tasks``.
+
+    Trains on ``--datasets`` (those carrying one of ``tasks``); the test
+    halves of ``--eval-datasets`` that are found, and not trained on, form
+    the cross-data-set test set (None when there are none).
+    """
+    names = [name for name in dataset_names(arguments.datasets, "--datasets") if set(DATA_SETS[name][1]) & set(tasks)]
+    if not names:
+        raise SystemExit(f"--datasets {arguments.datasets}: none of them labels {', '.join(tasks)}")
+    cross_names = [name for name in dataset_names(arguments.eval_datasets, "--eval-datasets")
+                   if name not in names and set(DATA_SETS[name][1]) & set(tasks)]
+    sources = {} if arguments.synthetic else {name: locate(name, arguments) for name in names}
     if arguments.synthetic or None in sources.values():
         count = arguments.limit or 2000
         print(f"Using SYNTHETIC drawn faces ({count} per source), not real photos"
               + ("" if arguments.synthetic else ": the real data could not be found or fetched (see above)"))
         members = []
-        if want_smile:
+        if "smile" in tasks:
             members.append(SyntheticFaces(count, arguments.seed, tasks=("smile",)))
-        if want_faces:
+        if {"gender", "age"} & set(tasks):
             members.append(SyntheticFaces(count, arguments.seed + 1, tasks=tuple(t for t in ("gender", "age") if t in tasks)))
         data = MultiTaskDataset(members, tasks)
         train, test = data.split(0.2, seed=arguments.seed)
-        return train, test, "SYNTHETIC drawn faces (minimtl.data.SyntheticFaces), not real photos"
+        return train, test, None, "SYNTHETIC drawn faces (minimtl.data.SyntheticFaces), not real photos"
 
-    members, notes = [], []
-    if want_smile:
-        from minimtl.faces import FaceCropper
-
-        started = time.perf_counter()
-        weights = arguments.shared / "weights"
-        if arguments.detector != "mtcnn" and weights.is_dir():
-            os.environ.setdefault("MINIMTL_WEIGHTS", str(weights))
-        genki = GENKI4K(sources["genki4k"], root=arguments.data_root, crop=FaceCropper(detector=arguments.detector),
-                        progress=progress)
-        seconds = time.perf_counter() - started
-        print(f"GENKI-4K: {len(genki)} faces cropped with {arguments.detector} ({len(genki.rejected)} images without a face) "
-              f"in {seconds:.0f} s")
-        notes.append(f"GENKI-4K cropped with {arguments.detector}: {len(genki)} of {len(genki) + len(genki.rejected)} "
-                     f"images kept, {seconds:.0f} s (0 s means the crop cache was used)")
-        members.append(limited(genki, arguments.limit, arguments.seed))
-    if want_faces:
-        started = time.perf_counter()
-        utk = UTKFace(sources["utkface"], root=arguments.data_root, progress=progress)
-        print(f"UTKFace: {len(utk)} faces in {time.perf_counter() - started:.0f} s")
-        members.append(limited(utk, arguments.limit, arguments.seed))
-    data = MultiTaskDataset(members, tasks)
-    # GENKI-4K: the paper's 1000 test images (fewer with --limit); UTKFace: 20%.
-    sizes = {"GENKI-4K": 1000 if arguments.limit is None else max(len(members[0]) // 4, 1)} if want_smile else None
-    train, test = data.split(sizes, seed=arguments.seed)
+    trains, tests, notes = [], [], []
+    for name in names:
+        dataset, note = load_dataset(name, sources[name], arguments)
+        notes.append(note)
+        train, test = split_member(limited(dataset, arguments.limit, arguments.split_seed), arguments)
+        trains.append(train)
+        tests.append(test)
+    cross = []
+    for name in cross_names:
+        path = locate(name, arguments, quiet_failure=True)
+        if path is None:
+            print(f"{name}: not found, so no cross-data-set test on it")
+            continue
+        dataset, note = load_dataset(name, path, arguments)
+        notes.append(note + " (test only)")
+        cross.append(split_member(limited(dataset, arguments.limit, arguments.split_seed), arguments)[1])
+    train, test = MultiTaskDataset(trains, tasks), MultiTaskDataset(tests, tasks)
+    cross_test = MultiTaskDataset(cross, tasks) if cross else None
     description = " + ".join(f"{d.name} ({len(d)} train / {len(t)} test)" for d, t in zip(train.datasets, test.datasets))
-    return train, test, description + ("" if not notes else "; " + "; ".join(notes))
+    if cross_test is not None:
+        description += "; tested without training on: " + ", ".join(f"{d.name} ({len(d)} test)" for d in cross)
+    return train, test, cross_test, description + "; " + "; ".join(notes)
 
 
 def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset, run_dir: Path,
-            arguments: argparse.Namespace, description: str) -> dict[str, float]:
+            arguments: argparse.Namespace, description: str, cross_test: MultiTaskDataset | None = None) -> dict[str, float]:
     print(f"\nConfig {config.config}, tasks {', '.join(config.tasks)} → {run_dir}")
     train.print_class_counts()
     started = time.perf_counter()
@@ -201,8 +267,12 @@ def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset
     config = TrainConfig.from_json((run_dir / "config.json").read_text())  # as run: with the fitted decay_steps
     print(f"trainable parameters: {model.num_parameters():,}")
     fps = measure_fps(model, (1, 128), seconds=2.0)
+    cross = None
+    if cross_test is not None:
+        cross_test = MultiTaskDataset(cross_test.datasets, tuple(t for t in config.tasks if t in cross_test.tasks))
+        cross = evaluate_by_dataset(model, cross_test, config.test_flip)[1]
     report = write_report(run_dir, config, history, model, test, data_description=description, wall_seconds=wall,
-                          fps=fps, notes=[f"kernel backend: {kernels.backend_name()}"])
+                          fps=fps, notes=[f"kernel backend: {kernels.backend_name()}"], cross=cross)
     print(f"report: {report}")
     return {task: values["accuracy"] for task, values in history[-1]["test"].items()}
 
@@ -213,10 +283,11 @@ def main(argv=None) -> None:
         kernels.set_backend(arguments.backend)
     config = train_config(arguments)
     run_dir = arguments.run_dir or REPOSITORY / "runs" / f"config-{config.config}"
-    train, test, description = load_data(arguments, config.tasks if not arguments.compare else ("smile", "gender", "age"))
+    train, test, cross_test, description = load_data(arguments, config.tasks if not arguments.compare
+                                                     else ("smile", "gender", "age"))
     print(f"data: {description}")
     if not arguments.compare:
-        run_one(config, train, test, run_dir, arguments, description)
+        run_one(config, train, test, run_dir, arguments, description, cross_test)
         return
     results = {}
     for task in ("smile", "gender", "age"):  # Config A: one network per task, on that task's data alone

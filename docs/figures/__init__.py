@@ -383,3 +383,51 @@ def mtcnn_cascade() -> None:
     axis.set_title(f"4. eyes levelled ({details.angle:+.1f}°),\ngrayscale, {cropper.size}×{cropper.size}", fontsize=9.5)
     axis.set_xticks([])
     axis.set_yticks([])
+
+
+def framing_across_datasets(per_dataset: int = 6) -> None:
+    """Faces of GENKI-4K, WIKI and UTKFace as they come (top of each pair of rows) and after the one framing
+    (bottom), with the template's eye positions marked.  Drawn from ``$MINIMTL_SHARED/data`` at build time: the
+    images may not be copied into the repository, so where the archives are absent the figure says so."""
+    import os
+    from pathlib import Path
+
+    import cv2
+
+    from minimtl.data import FileSource
+    from minimtl.data.base import prepare_images
+    from minimtl.faces import FaceCropper
+    from minimtl.faces.crop import FACE_TEMPLATE
+
+    shared = Path(os.environ.get("MINIMTL_SHARED", Path(__file__).resolve().parents[2].parent / "shared")) / "data"
+    sources = [("GENKI-4K photo", "genki4k.tar"), ("WIKI 64×64 crop", "wiki_crop_64.tar.gz"),
+               ("UTKFace chip", "UTKFace.tar.gz")]
+    figure = plt.gcf()
+    figure.set_size_inches(1.5 * per_dataset, 3.1 * len(sources))
+    if not all((shared / archive).is_file() for _, archive in sources):
+        axis = figure.add_axes([0, 0, 1, 1])
+        axis.axis("off")
+        axis.text(0.5, 0.5, f"The data archives are not under {shared}:\nset MINIMTL_SHARED to draw this figure.",
+                  ha="center", va="center", fontsize=12)
+        return
+    cropper = FaceCropper()
+    eyes = (FACE_TEMPLATE[:2] / (1 + 2 * cropper.margin) + 0.5) * cropper.size
+    for row, (title, archive) in enumerate(sources):
+        source = FileSource(shared / archive)
+        names = [name for name in source.names() if name.lower().endswith(".jpg")]
+        chosen = sorted(names[i] for i in np.random.default_rng(3).choice(len(names), per_dataset, replace=False))
+        photos = dict(source.iterate(chosen))
+        crops = prepare_images(source, chosen, cropper, dataset_name=title, cache_dir=None, progress=False,
+                               workers=1).images
+        for column, name in enumerate(chosen):
+            photo = cv2.imdecode(np.frombuffer(photos[name], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+            axis = figure.add_subplot(2 * len(sources), per_dataset, 2 * row * per_dataset + column + 1)
+            axis.imshow(photo)
+            axis.set_title(f"{title}\n{photo.shape[1]}×{photo.shape[0]}" if column == 0 else
+                           f"{photo.shape[1]}×{photo.shape[0]}", fontsize=8)
+            axis.axis("off")
+            axis = figure.add_subplot(2 * len(sources), per_dataset, (2 * row + 1) * per_dataset + column + 1)
+            axis.imshow(crops[column], cmap="gray", vmin=0, vmax=255)
+            axis.scatter(eyes[:, 0], eyes[:, 1], s=10, c="red", marker="+", linewidths=0.8)
+            axis.axis("off")
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.01, hspace=0.35, wspace=0.05)

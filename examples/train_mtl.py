@@ -84,6 +84,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     training.add_argument("--no-augment", action="store_true", help="no random crop, flip or rotation")
     training.add_argument("--no-balance", action="store_true",
                           help="draw batches from the merged set as it is, instead of an equal share of each data set")
+    training.add_argument("--weight-average", type=float, default=defaults.weight_average,
+                          help="evaluate and save an exponential moving average of the weights with this decay "
+                               "(e.g. 0.999); 0: the last weights")
     training.add_argument("--batch-norm-batches", type=int, default=defaults.batch_norm_batches,
                           help="recompute batch-norm's statistics over this many training batches before each "
                                "evaluation (0: keep the running averages)")
@@ -130,7 +133,8 @@ def train_config(arguments: argparse.Namespace, **overrides) -> TrainConfig:
                   batch_norm_scale=arguments.batch_norm_scale, standardize=arguments.standardize,
                   test_flip=arguments.test_flip, normalize=arguments.normalize,
                   augment=not arguments.no_augment, balance=not arguments.no_balance,
-                  batch_norm_batches=arguments.batch_norm_batches, seed=arguments.seed)
+                  batch_norm_batches=arguments.batch_norm_batches, weight_average=arguments.weight_average,
+                  seed=arguments.seed)
     values.update(overrides)
     return TrainConfig(**values)
 

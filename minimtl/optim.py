@@ -142,3 +142,54 @@ class Adam(Optimizer):
 
     def _buffers(self) -> dict[str, dict[int, np.ndarray]]:
         return {"first_moment": self.first_moment, "second_moment": self.second_moment}
+
+
+class WeightAverage:
+    """An exponential moving average of the parameters (Polyak averaging), to evaluate with.
+
+    After every optimiser step ``update()`` sets, for each parameter ``w`` and its average ``a``,
+
+        a ← d_t · a + (1 − d_t) · w,   d_t = min(decay, (1 + t) / (10 + t)),
+
+    where ``t`` counts the updates: early on ``d_t`` is small, so the random
+    initial weights are soon forgotten.  SGD's last weights jitter around a
+    minimum with the noise of the last batches; their average sits nearer its
+    centre.  ``swap()`` exchanges the averaged and the live weights in place
+    (a second ``swap()`` undoes it), so the same model evaluates either.
+
+    Args:
+        parameters: the parameters to average (``model.parameters()``).
+        decay: ``decay`` above, in (0, 1); 0.999 averages over roughly the last 1,000 steps.
+    """
+
+    def __init__(self, parameters: Iterable[Parameter], decay: float = 0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be between 0 and 1, got {decay}")
+        self.parameters = list(parameters)
+        self.decay = float(decay)
+        self.updates = 0
+        self.averages = [p.data.copy() for p in self.parameters]
+
+    def update(self) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, parameter in zip(self.averages, self.parameters):
+            average *= decay
+            average += (1 - decay) * parameter.data
+        self.updates += 1
+
+    def swap(self) -> None:
+        for index, parameter in enumerate(self.parameters):
+            live = parameter.data.copy()
+            parameter.data[...] = self.averages[index]
+            self.averages[index] = live
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"updates": np.array(self.updates)}
+        state.update({str(index): average.copy() for index, average in enumerate(self.averages)})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        if len(state) - 1 != len(self.averages):
+            raise ValueError(f"weight average: the state holds {len(state) - 1} arrays, the model {len(self.averages)}")
+        self.updates = int(state["updates"])
+        self.averages = [np.array(state[str(index)], dtype=a.dtype) for index, a in enumerate(self.averages)]

@@ -33,7 +33,7 @@ from minimtl.data import Augment, DataLoader, MultiTaskDataset, normalize
 from minimtl.losses import masked_cross_entropy, total_loss
 from minimtl.metrics import accuracy, majority_share
 from minimtl.models import BKNet
-from minimtl.optim import SGD, ExponentialDecay
+from minimtl.optim import SGD, ExponentialDecay, WeightAverage
 
 
 @dataclass
@@ -66,6 +66,9 @@ class TrainConfig:
     batch_norm_scale: bool = False
     standardize: bool = False  # each face to mean 0 and standard deviation 1 before the trunk (BKNet(standardize=))
     test_flip: bool = False  # evaluate and predict on each face and its mirror image, averaging the probabilities
+    # Evaluate and save an exponential moving average of the weights (optim.WeightAverage) with this decay; 0: the
+    # last weights as trained.
+    weight_average: float = 0.0
     normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
     augment: bool = True  # random crop, flip and rotation (Section 3.1), training only
     # Equal share of every member data set in each batch, repeating the small one within an epoch, as the BKNet
@@ -282,20 +285,25 @@ def evaluate_by_dataset(model: BKNet, data: MultiTaskDataset, flip: bool = False
     return merged, members
 
 
-def save_checkpoint(path: Path, model: BKNet, optimizer: SGD, config: TrainConfig, epoch: int, history: list) -> None:
+def save_checkpoint(path: Path, model: BKNet, optimizer: SGD, config: TrainConfig, epoch: int, history: list,
+                    average: WeightAverage | None = None) -> None:
     """Everything a resumed run needs, in one .npz written atomically."""
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     state.update({f"optimizer.{k}": v for k, v in optimizer.state_dict().items()})
+    if average is not None:
+        state.update({f"average.{k}": v for k, v in average.state_dict().items()})
     state["epoch"] = np.array(epoch)
     state["config"] = np.array(config.to_json())
     state["history"] = np.array(json.dumps(history))
     serialization.save(state, path)
 
 
-def load_checkpoint(path: Path, model: BKNet, optimizer: SGD) -> tuple[int, list]:
+def load_checkpoint(path: Path, model: BKNet, optimizer: SGD, average: WeightAverage | None = None) -> tuple[int, list]:
     state = serialization.load(path)
     model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
     optimizer.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("optimizer.")})
+    if average is not None:
+        average.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("average.")})
     return int(state["epoch"]), json.loads(str(state["history"]))
 
 
@@ -344,13 +352,14 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
     config = fit_schedule(config, len(train_loader(train_data, config, 0)))
     model = build_model(config)
     optimizer = build_optimizer(model, config)
+    average = WeightAverage(model.parameters(), config.weight_average) if config.weight_average else None
     history: list[dict] = []
     start_epoch = 0
     if saved is not None:
         if dataclasses.replace(saved, epochs=config.epochs) != config:  # only the epoch count may grow
             raise ValueError(f"--resume: the checkpoint in {run_dir} was made with a different configuration:\n"
                              f"{saved}\nversus now\n{config}")
-        start_epoch, history = load_checkpoint(checkpoint, model, optimizer)
+        start_epoch, history = load_checkpoint(checkpoint, model, optimizer, average)
         start_epoch += 1
     (run_dir / "config.json").write_text(config.to_json())
 
@@ -367,6 +376,8 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
             except NonFiniteLoss as error:
                 raise NonFiniteLoss(f"{error} in epoch {epoch + 1}; the last good checkpoint is {checkpoint}"
                                     + ("" if checkpoint.exists() else " (none written yet)")) from None
+            if average is not None:
+                average.update()
             for task, (loss, acc, count) in stats.items():
                 sums[task][0] += loss * count
                 sums[task][1] += acc * count
@@ -374,16 +385,20 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
             bar.set_postfix({task: f"{s[0] / s[2]:.3f}/{100 * s[1] / s[2]:.1f}%" for task, s in sums.items() if s[2]})
         bar.close()
         train_seconds = time.perf_counter() - started
+        if average is not None:
+            average.swap()  # evaluate the averaged weights (their batch-norm statistics are recomputed for them)
         if config.batch_norm_batches > 0:
             recompute_batch_norm_statistics(model, batch_norm_loader(train_data, config, epoch))
         merged, by_dataset = evaluate_by_dataset(model, test_data, config.test_flip)
+        if average is not None:
+            average.swap()
         record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
                   "steps": optimizer.step_count, "train": {}, "test": merged, "test_datasets": by_dataset}
         for task, (loss_sum, acc_sum, count) in sums.items():
             if count:
                 record["train"][task] = {"loss": loss_sum / count, "accuracy": acc_sum / count, "samples": int(count)}
         history.append(record)
-        save_checkpoint(checkpoint, model, optimizer, config, epoch, history)
+        save_checkpoint(checkpoint, model, optimizer, config, epoch, history, average)
         if progress:
             print(f"epoch {epoch + 1}: " + ", ".join(
                 f"{t} test {100 * r['accuracy']:.2f}%" for t, r in record["test"].items()) + f" ({train_seconds:.0f} s)")
@@ -391,5 +406,7 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
             on_epoch_end(model, epoch)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return model, history
+    if average is not None:
+        average.swap()  # the model returned and saved is the one evaluated: the averaged weights
     save_model(model, config, run_dir / "model.npz")
     return model, history

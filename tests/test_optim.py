@@ -82,3 +82,27 @@ def test_optimizer_state_round_trip_continues_identically():
         return p.data
 
     np.testing.assert_array_equal(run(split=-1), run(split=3))
+
+
+def test_weight_average_follows_its_formula_and_swaps_back_and_forth():
+    from minimtl.nn import Parameter
+    from minimtl.optim import WeightAverage
+
+    weight = Parameter(np.array([1.0, 2.0]))
+    average = WeightAverage([weight], decay=0.5)
+    expected = weight.data.copy()
+    for step, value in enumerate([3.0, 5.0, -1.0, 0.5]):
+        weight.data[...] = value
+        average.update()
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * value
+    np.testing.assert_allclose(average.averages[0], expected)
+    average.swap()
+    np.testing.assert_allclose(weight.data, expected)
+    average.swap()
+    np.testing.assert_array_equal(weight.data, [0.5, 0.5])
+    again = WeightAverage([Parameter(np.zeros(2))], decay=0.5)
+    again.load_state_dict(average.state_dict())
+    assert again.updates == 4 and np.array_equal(again.averages[0], average.averages[0])
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage([weight], decay=1.0)

@@ -169,3 +169,18 @@ def test_the_batch_norm_pass_uses_its_own_batches_and_leaves_training_unchanged(
             assert not np.array_equal(a, b), name
         else:
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_weight_average_resumes_exactly_and_is_what_is_evaluated_and_saved(tmp_path):
+    data, test = tiny_multitask_set(16, 0), tiny_multitask_set(6, 1)
+    config = small_config(epochs=2, weight_average=0.9)
+    straight, history = fit(config, data, test, tmp_path / "straight", progress=False)
+    fit(config, data, test, tmp_path / "resumed", progress=False, stop_after_epoch=1)
+    resumed, resumed_history = fit(config, data, test, tmp_path / "resumed", progress=False, resume=True)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert [h["test"] for h in history] == [h["test"] for h in resumed_history]
+    reloaded, _ = load_model(tmp_path / "straight" / "model.npz")
+    assert evaluate(reloaded, test) == history[-1]["test"]  # the saved model is the averaged one that was evaluated
+    plain, _ = fit(small_config(epochs=2), data, test, tmp_path / "plain", progress=False)
+    assert not np.array_equal(plain.block1.layers[0].weight.data, straight.block1.layers[0].weight.data)

@@ -1,7 +1,7 @@
 """batch_norm, dropout, PReLU, softmax / log-softmax and linear: gradients, references, train/eval."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import minimtl as mt
@@ -130,6 +130,7 @@ def test_prelu_gradient(shape, shared, seed):
 
 @settings(**settings_fast)
 @given(st.sampled_from([(1, 2), (3, 5), (2, 3, 4)]), st.integers(-1, 1), st.integers(0, 2**16))
+@example((1, 2), 1, 282)  # issue 20: inputs [[4.897, −5.634]], a saturated softmax the old relative error rejected
 def test_softmax_and_log_softmax(shape, axis, seed):
     x = random_array(shape, seed) * 3
     gradcheck(lambda t: F.softmax(t, axis), [x])

@@ -25,6 +25,7 @@ figure6_curves.png, figure7_errors.png, confusion_<task>.png and report.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,10 +34,11 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # run from a checkout without installing
 
-from minimtl import kernels  # noqa: E402
+from minimtl import compare, kernels  # noqa: E402
+from minimtl.compare import parse_seeds  # noqa: E402
 from minimtl.data import (DATASETS, GENKI4K, IMDBWIKI, MultiTaskDataset, SyntheticFaces, UTKFace,  # noqa: E402
                           data_root, fetch)
-from minimtl.report import measure_fps, write_comparison, write_report  # noqa: E402
+from minimtl.report import measure_fps, write_report  # noqa: E402
 from minimtl.train import NonFiniteLoss, TrainConfig, evaluate_by_dataset, fit  # noqa: E402
 
 
@@ -109,7 +111,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", type=Path, default=None, help="default runs/config-<CONFIG>")
     run.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    run.add_argument("--compare", action="store_true", help="train A (per task), B and C and write Table 2")
+    run.add_argument("--compare", action="store_true",
+                     help="train A (per task), B and C for every --seeds and write Table 2 with intervals "
+                          "(run folder default runs/compare; finished runs are skipped, an interrupted one resumed)")
+    run.add_argument("--seeds", default="0", help="--compare: comma-separated seeds, e.g. 0,1,2")
     run.add_argument("--backend", choices=["cython", "numba", "numpy"], default=None, help="kernel backend")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     arguments = parser.parse_args(argv)
@@ -117,6 +122,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         parser.error("--limit must be at least 10")
     if arguments.batch_norm_batches < 0:
         parser.error("--batch-norm-batches must be 0 or more")
+    try:
+        arguments.seeds = parse_seeds(arguments.seeds)
+    except ValueError as error:
+        parser.error(str(error))
     return arguments
 
 
@@ -255,13 +264,15 @@ def load_data(arguments: argparse.Namespace, tasks: tuple[str, ...]) -> tuple[Mu
 
 
 def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset, run_dir: Path,
-            arguments: argparse.Namespace, description: str, cross_test: MultiTaskDataset | None = None) -> dict[str, float]:
+            arguments: argparse.Namespace, description: str, cross_test: MultiTaskDataset | None = None,
+            resume: bool | None = None) -> dict[str, float]:
     print(f"\nConfig {config.config}, tasks {', '.join(config.tasks)} → {run_dir}")
     train.print_class_counts()
+    if resume is None:
+        resume = arguments.resume and (run_dir / "checkpoint.npz").exists()
     started = time.perf_counter()
     try:
-        model, history = fit(config, train, test, run_dir, resume=arguments.resume and (run_dir / "checkpoint.npz").exists(),
-                             progress=not arguments.quiet)
+        model, history = fit(config, train, test, run_dir, resume=resume, progress=not arguments.quiet)
     except NonFiniteLoss as error:
         sys.exit(f"training stopped: {error}")
     except KeyboardInterrupt:
@@ -293,19 +304,111 @@ def main(argv=None) -> None:
     if not arguments.compare:
         run_one(config, train, test, run_dir, arguments, description, cross_test)
         return
-    results = {}
-    for task in ("smile", "gender", "age"):  # Config A: one network per task, on that task's data alone
-        members = [i for i, d in enumerate(train.datasets) if task in d.tasks]
-        task_train = MultiTaskDataset([train.datasets[i] for i in members], (task,))
-        task_test = MultiTaskDataset([test.datasets[i] for i in members], (task,))
-        accuracy = run_one(train_config(arguments, config="A", tasks=(task,)), task_train, task_test,
-                           run_dir / f"A-{task}", arguments, description)
-        results.setdefault("A", {}).update(accuracy)
-    for name in ("B", "C"):
-        results[name] = run_one(train_config(arguments, config=name, tasks=("smile", "gender", "age")), train, test,
-                                run_dir / name, arguments, description)
-    table = write_comparison(results, run_dir / "table2.md", description)
+    run_comparison(arguments, train, test, cross_test, description)
+
+
+def single_task_part(data: MultiTaskDataset, task: str) -> MultiTaskDataset:
+    """The member data sets of ``data`` that carry ``task``, labelled for it alone."""
+    return MultiTaskDataset([d for d in data.datasets if task in d.tasks], (task,))
+
+
+def comparison_config(arguments: argparse.Namespace, run: compare.Run, seed: int, train: MultiTaskDataset) -> TrainConfig:
+    """The recipe of the default run for ``run``; Config A sees as many samples of its task per epoch as B and C.
+
+    With balanced batches, B and C give each of their data sets the longest one's length per epoch; Config A
+    gives each of its (fewer) data sets the same."""
+    overrides = dict(config=run.config, tasks=run.tasks, seed=seed)
+    if run.config == "A":
+        longest = max(len(d) for d in train.datasets)
+        overrides["epoch_samples"] = longest * len(single_task_part(train, run.tasks[0]).datasets)
+    return train_config(arguments, **overrides)
+
+
+def seconds_per_step(config: TrainConfig, train: MultiTaskDataset, steps: int = 3) -> float:
+    """Time a few training steps of ``config`` on real batches (the first is a warm-up)."""
+    from minimtl.train import build_model, build_optimizer, fit_schedule, train_loader, train_step
+
+    config = fit_schedule(config, 1)
+    model, batches = build_model(config), iter(train_loader(train, config, 0))
+    optimizer = build_optimizer(model, config)
+    train_step(model, optimizer, next(batches), config)
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimizer, next(batches), config)
+    return (time.perf_counter() - started) / steps
+
+
+def run_comparison(arguments: argparse.Namespace, train: MultiTaskDataset, test: MultiTaskDataset,
+                   cross_test: MultiTaskDataset | None, description: str) -> None:
+    """Table 2 over ``--seeds``: every run of ``compare.RUNS`` per seed, resumable; then the tables and figure."""
+    from minimtl.train import train_loader
+
+    root = arguments.run_dir or REPOSITORY / "runs" / "compare"
+    plan = compare.comparison_plan(arguments.seeds)
+    parts = {run.label: (train, test) if run.config != "A" else
+             (single_task_part(train, run.tasks[0]), single_task_part(test, run.tasks[0])) for run, _ in plan}
+    remaining = 0
+    for run, seed in plan:
+        folder = run.folder(root, seed)
+        if compare.is_finished(folder):
+            continue
+        config = comparison_config(arguments, run, seed, parts[run.label][0])
+        done = 0
+        if (folder / "checkpoint.npz").is_file():
+            from minimtl import serialization
+
+            done = int(serialization.load(folder / "checkpoint.npz")["epoch"]) + 1
+        remaining += max(config.epochs - done, 0) * len(train_loader(parts[run.label][0], config, 0))
+    finished = sum(compare.is_finished(run.folder(root, seed)) for run, seed in plan)
+    if remaining:
+        step = seconds_per_step(comparison_config(arguments, compare.RUNS[-1], arguments.seeds[0], train), train)
+        print(f"\n--compare: {len(plan)} runs ({finished} already finished), {remaining:,} training steps to go at "
+              f"{step:.2f} s a step: about {remaining * step / 3600:.1f} hours before evaluation. Interrupt at any "
+              f"time; the same command resumes.")
+    timings_file = root / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    for run, seed in plan:
+        folder = run.folder(root, seed)
+        if compare.is_finished(folder):
+            continue
+        run_train, run_test = parts[run.label]
+        started = time.perf_counter()
+        run_one(comparison_config(arguments, run, seed, run_train), run_train, run_test, folder, arguments,
+                description, cross_test, resume=(folder / "checkpoint.npz").is_file())
+        timings[folder.name] = timings.get(folder.name, 0.0) + time.perf_counter() - started
+        root.mkdir(parents=True, exist_ok=True)
+        timings_file.write_text(json.dumps(timings, indent=2))
+    summary = compare.summarize(root, arguments.seeds)
+    table3 = table3_rows(arguments)
+    wall = (f"Wall time of the {len(plan)} runs: {sum(timings.values()) / 3600:.1f} hours of training and "
+            f"evaluation on this machine, as recorded in {timings_file.name}.") if timings else ""
+    table = compare.write_tables(summary, root / "table2_seeds.md", description, table3, wall)
+    compare.plot_comparison(summary, root / "table2_seeds.png")
     print(table.read_text())
+
+
+def table3_rows(arguments: argparse.Namespace) -> list[str]:
+    """Table 3 for A, B and C measured in this process: parameters, images/s at batch 1 and 128, and the cost
+    of three single-task A models against one C."""
+    from minimtl.models import PAPER_FPS, PAPER_PARAMETERS, BKNet
+
+    measured = {}
+    for config, tasks in (("A", ("smile",)), ("B", ("smile", "gender", "age")), ("C", ("smile", "gender", "age"))):
+        model = BKNet(config, tasks, init="he", seed=0)
+        measured[config] = (model.num_parameters(), measure_fps(model, (1, 128), seconds=2.0))
+    rows = ["| | parameters | paper | images/s, batch 1 | images/s, batch 128 | paper FPS |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for config, (parameters, fps) in measured.items():
+        rows.append(f"| Config {config} | {parameters:,} | {PAPER_PARAMETERS[config]:,} | {fps[1]:.1f} | "
+                    f"{fps[128]:.1f} | {PAPER_FPS[config]} |")
+    a_parameters, a_fps = measured["A"]
+    c_parameters, c_fps = measured["C"]
+    rows += ["", f"Three single-task A networks (one per task) against one C: {3 * a_parameters:,} against "
+                 f"{c_parameters:,} parameters ({3 * a_parameters / c_parameters:.2f}×); per face, "
+                 f"{3 * 1000 / a_fps[1]:.1f} against {1000 / c_fps[1]:.1f} ms at batch 1 "
+                 f"({3 * c_fps[1] / a_fps[1]:.2f}×) and {3 * 1000 / a_fps[128]:.2f} against {1000 / c_fps[128]:.2f} ms "
+                 f"a face at batch 128 ({3 * c_fps[128] / a_fps[128]:.2f}×)."]
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 - ``figure6_curves.png``: loss and accuracy per task, train and test (the paper's Figure 6);
 - ``figure7_errors.png``: misclassified test faces with true and predicted labels, one row per task (Figure 7);
 - ``confusion_<task>.png``: confusion matrices of the test split;
+- ``predictions.npz``: each test image's true and predicted class per task (for comparing runs);
 - ``report.md``: accuracy beside Table 2's row for the same configuration, parameters and
   frames per second beside Table 3.
 """
@@ -149,6 +150,23 @@ def dataset_rows(by_dataset: dict[str, dict], trained_on: bool) -> list[str]:
     return rows
 
 
+def save_predictions(path: Path, test_data: MultiTaskDataset, probabilities: dict[str, np.ndarray]) -> Path:
+    """``predictions.npz``: per task, the names (``<data set>:<image>``), true and predicted class and the
+    probabilities of the test samples carrying that task, so runs can be compared image by image."""
+    from minimtl import serialization
+
+    names = np.array([f"{test_data.datasets[o].name}:{n}" for o, n in
+                      zip(test_data.origin, np.concatenate([d.names for d in test_data.datasets]))])
+    state = {}
+    for task, p in probabilities.items():
+        present = test_data.masks[task] == 1
+        state[f"names.{task}"] = names[present]
+        state[f"truth.{task}"] = test_data.labels[task][present]
+        state[f"predicted.{task}"] = p[present].argmax(1)
+        state[f"probabilities.{task}"] = p[present].astype(np.float32)
+    return serialization.save(state, path)
+
+
 def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model: BKNet, test_data: MultiTaskDataset, *,
                  data_description: str, wall_seconds: float | None = None, fps: dict[int, float] | None = None,
                  notes: Sequence[str] = (), cross: dict[str, dict] | None = None) -> Path:
@@ -161,6 +179,7 @@ def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model:
     write_metrics(history, run_dir)
     plot_curves(history, run_dir / "figure6_curves.png")
     probabilities = predict(model, test_data.images, flip=config.test_flip)
+    save_predictions(run_dir / "predictions.npz", test_data, probabilities)
     plot_errors(test_data, probabilities, run_dir / "figure7_errors.png")
     final = history[-1]["test"]
     for task in model.tasks:

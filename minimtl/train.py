@@ -81,6 +81,9 @@ class TrainConfig:
     # default run's age accuracy by 3.5 points (54.80% as trained, 58.34% recomputed over 50 batches, 58.19% over
     # 200). 0 keeps the running averages.
     batch_norm_batches: int = 50
+    # Samples per epoch; None: one pass over the largest member data set per member (with balance). The comparison
+    # of configurations (--compare) gives each single-task run as many samples of its task as the multi-task run sees.
+    epoch_samples: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,7 +144,7 @@ def train_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int, stream
     shuffle_stream, augment_stream = streams
     augment = Augment(seed=epoch_generator(config.seed, epoch, augment_stream)) if config.augment else None
     return DataLoader(data, config.batch_size, shuffle=True, augment=augment, balance_datasets=config.balance,
-                      seed=[config.seed, epoch, shuffle_stream])
+                      epoch_samples=config.epoch_samples, seed=[config.seed, epoch, shuffle_stream])
 
 
 def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) -> dict[str, tuple[float, float, int]]:

@@ -53,6 +53,8 @@ class DataLoader:
     augment: callable ``(B, 48, 48) uint8 -> (B, 48, 48) uint8`` applied to each batch, or None.
     balance_datasets: equal share of each member data set per batch (see the module docstring).
     drop_last: skip a final batch smaller than ``batch_size``.
+    epoch_samples: make an epoch exactly this many samples long, repeating the usual order (a new
+        shuffle each time) as often as needed; None: one pass (see the module docstring).
     seed: seed of the shuffling generator.
 
     ``len(loader)`` is the number of batches per epoch.
@@ -60,13 +62,16 @@ class DataLoader:
 
     def __init__(self, dataset: MultiTaskDataset, batch_size: int = 128, *, shuffle: bool = True,
                  augment: Callable[[np.ndarray], np.ndarray] | None = None, balance_datasets: bool = False,
-                 drop_last: bool = False, seed: int = 0):
+                 drop_last: bool = False, epoch_samples: int | None = None, seed: int = 0):
         if not isinstance(dataset, MultiTaskDataset):
             raise TypeError(f"dataset must be a MultiTaskDataset, got {type(dataset).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if len(dataset) == 0:
             raise ValueError("dataset is empty")
+        if epoch_samples is not None and (isinstance(epoch_samples, bool) or int(epoch_samples) < 1):
+            raise ValueError(f"epoch_samples must be a positive int or None, got {epoch_samples!r}")
+        self.epoch_samples = None if epoch_samples is None else int(epoch_samples)
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.balance_datasets = balance_datasets
@@ -75,6 +80,15 @@ class DataLoader:
             log.warning("DataLoader is reading SYNTHETIC drawn faces (%s), not real photos", dataset.name)
 
     def _epoch_order(self) -> np.ndarray:
+        if self.epoch_samples is None:
+            return self._one_pass()
+        passes, total = [], 0
+        while total < self.epoch_samples:
+            passes.append(self._one_pass())
+            total += len(passes[-1])
+        return np.concatenate(passes)[:self.epoch_samples]
+
+    def _one_pass(self) -> np.ndarray:
         count = len(self.dataset)
         if not self.balance_datasets or len(self.dataset.datasets) == 1:
             return self.rng.permutation(count) if self.shuffle else np.arange(count)
@@ -90,7 +104,9 @@ class DataLoader:
 
     def __len__(self) -> int:
         count = len(self.dataset)
-        if self.balance_datasets and len(self.dataset.datasets) > 1:
+        if self.epoch_samples is not None:
+            count = self.epoch_samples
+        elif self.balance_datasets and len(self.dataset.datasets) > 1:
             count = max(len(d) for d in self.dataset.datasets) * len(self.dataset.datasets)
         return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
 

@@ -1,26 +1,33 @@
 """The whole job: data archives → face crops → a trained multi-task BKNet → the paper's tables and figures.
 
-    python examples/train_mtl.py                       # Config C on GENKI-4K + UTKFace, Section 4.3's settings
+    python examples/train_mtl.py                       # Config C: smile on GENKI-4K, gender and age on WIKI
+    python examples/train_mtl.py --datasets genki4k,wiki,utkface --epochs 8
     python examples/train_mtl.py --config B --epochs 5
     python examples/train_mtl.py --resume --run-dir runs/config-C
-    python examples/train_mtl.py --compare             # Table 2: A (one per task), B and C on the same data
+    python examples/train_mtl.py --compare --seeds 0,1,2   # Table 2 over seeds: A (per task), B and C, with intervals
     python examples/train_mtl.py --synthetic --epochs 2 --limit 256   # a quick look, no real data
 
 Where the data come from, in order: the extracted data sets under the data root
 (``--data-root`` or ``$MINIMTL_DATA``, default ``~/.cache/minimtl/data``); the
-archives ``genki4k.tar`` and ``UTKFace.tar.gz`` in ``<data root>/downloads`` or in
-``$MINIMTL_SHARED/data`` (default ``../shared`` beside the repository); a download
-with ``python -m minimtl.data fetch``.  If none works, the run says so in one
-line and trains on drawn synthetic faces, so the pipeline can always be seen working.
+archives (``genki4k.tar``; ``wiki_crop.tar`` or the part of it in
+``wiki_crop_64.tar.gz``; ``imdb_crop.tar``; ``UTKFace.tar.gz``) in
+``<data root>/downloads`` or in ``$MINIMTL_SHARED/data`` (default ``../shared``
+beside the repository); a download with ``python -m minimtl.data fetch``.  If
+none works, the run says so in one line and trains on drawn synthetic faces,
+so the pipeline can always be seen working.
 
-Faces: GENKI-4K photos are cropped with MTCNN (``--detector``), converted to
-grayscale and resized to 48×48 as in Section 3.1; UTKFace images are already
-aligned face crops and are only converted and resized.  Crops are cached under
-the data root, so a second run starts training at once.
+Faces: every image of every data set goes through the same framing
+(``minimtl.faces.FaceCropper``, ``--detector``): the detector's five landmarks
+placed on one template, grayscale, 48×48, as in Section 3.1; a face the
+detector misses is cropped at its data set's median face position and named.
+Crops are cached under the data root, so a second run starts training at once.
+Splits: GENKI-4K the paper's 1000 test images, WIKI the people of folders
+80–89, UTKFace 20%; data sets in ``--eval-datasets`` not trained on are tested
+too (the report's cross-data-set rows).
 
 The run folder (``--run-dir``, default ``runs/config-<C>``) receives
 config.json, checkpoint.npz (every epoch), model.npz, metrics.csv/json,
-figure6_curves.png, figure7_errors.png, confusion_<task>.png and report.md.
+figure6_curves.png, figure7_errors.png, confusion_<task>.png, predictions.npz and report.md.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # run from a checkout without installing
 
-from minimtl import compare, kernels  # noqa: E402
+from minimtl import cli, compare, kernels  # noqa: E402
 from minimtl.compare import parse_seeds  # noqa: E402
 from minimtl.data import (DATASETS, GENKI4K, IMDBWIKI, MultiTaskDataset, SyntheticFaces, UTKFace,  # noqa: E402
                           data_root, fetch)
@@ -42,6 +49,7 @@ from minimtl.report import measure_fps, write_report  # noqa: E402
 from minimtl.train import NonFiniteLoss, TrainConfig, evaluate_by_dataset, fit  # noqa: E402
 
 
+PROG = "examples/train_mtl.py"
 #: What the default run trains on: smile from GENKI-4K, gender and age from WIKI, as Section 4.3 (with IMDB-WIKI).
 DEFAULT_DATASETS = "genki4k,wiki"
 #: The data sets the main job can train or test on: ``--datasets`` / ``--eval-datasets`` name them.
@@ -57,7 +65,7 @@ DATA_SETS = {
 
 def parse_arguments(argv=None) -> argparse.Namespace:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     model = parser.add_argument_group("model")
     model.add_argument("--config", choices="ABC", default=defaults.config, help="A single task, B multi-task, C multi-task with fused features")
@@ -126,7 +134,51 @@ def parse_arguments(argv=None) -> argparse.Namespace:
         arguments.seeds = parse_seeds(arguments.seeds)
     except ValueError as error:
         parser.error(str(error))
+    check_arguments(parser, arguments)
     return arguments
+
+
+def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
+    """A one-line usage error for every option value training cannot use (before any data is read)."""
+    import math
+
+    from minimtl.data import TASKS
+
+    def bad(option: str, value, wanted: str) -> None:
+        parser.error(f"{option} must be {wanted}, got {value}")
+
+    if arguments.epochs < 1:
+        bad("--epochs", arguments.epochs, "at least 1 (to add epochs to a run, give the larger total with --resume)")
+    if arguments.batch_size < 2:
+        bad("--batch-size", arguments.batch_size, "at least 2 (batch-norm needs two faces per batch)")
+    a = arguments
+    for option, value, fits, wanted in (("--lr", a.lr, 0 < a.lr, "above 0"),
+                                        ("--dropout", a.dropout, 0 <= a.dropout < 1, "at least 0 and below 1"),
+                                        ("--momentum", a.momentum, 0 <= a.momentum < 1, "at least 0 and below 1"),
+                                        ("--decay-rate", a.decay_rate, 0 < a.decay_rate <= 1, "above 0 and at most 1"),
+                                        ("--weight-decay", a.weight_decay, 0 <= a.weight_decay, "0 or more"),
+                                        ("--weight-average", a.weight_average, 0 <= a.weight_average < 1,
+                                         "at least 0 and below 1")):
+        if not (math.isfinite(value) and fits):
+            bad(option, value, f"a finite number {wanted}")
+    if arguments.decay_steps is not None and arguments.decay_steps < 1:
+        bad("--decay-steps", arguments.decay_steps, "at least 1")
+    if arguments.seed < 0 or arguments.split_seed < 0:
+        parser.error("--seed and --split-seed must be 0 or more")
+    tasks = [t.strip() for t in arguments.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if not tasks or unknown:
+        bad("--tasks", arguments.tasks, f"comma-separated tasks from {','.join(TASKS)}")
+    if arguments.config == "A" and len(tasks) != 1 and not arguments.compare:
+        parser.error(f"--config A trains one task: give one --tasks (got {arguments.tasks})")
+    for item in filter(None, arguments.task_weights.split(",")):
+        task, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if task.strip() not in TASKS or not (math.isfinite(weight) and weight >= 0):
+            bad("--task-weights", arguments.task_weights, "task=weight pairs such as smile=2,age=1 (weights 0 or more)")
 
 
 def train_config(arguments: argparse.Namespace, **overrides) -> TrainConfig:
@@ -153,7 +205,7 @@ def dataset_names(text: str, option: str) -> tuple[str, ...]:
     names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in DATA_SETS]
     if unknown:
-        raise SystemExit(f"{option}: unknown data set {', '.join(unknown)}; choose from {', '.join(DATA_SETS)}")
+        raise cli.UsageError(f"{option}: unknown data set {', '.join(unknown)}; choose from {', '.join(DATA_SETS)}")
     return names
 
 
@@ -222,7 +274,7 @@ def load_data(arguments: argparse.Namespace, tasks: tuple[str, ...]) -> tuple[Mu
     """
     names = [name for name in dataset_names(arguments.datasets, "--datasets") if set(DATA_SETS[name][1]) & set(tasks)]
     if not names:
-        raise SystemExit(f"--datasets {arguments.datasets}: none of them labels {', '.join(tasks)}")
+        raise cli.UsageError(f"--datasets {arguments.datasets}: none of them labels {', '.join(tasks)}")
     cross_names = [name for name in dataset_names(arguments.eval_datasets, "--eval-datasets")
                    if name not in names and set(DATA_SETS[name][1]) & set(tasks)]
     sources = {} if arguments.synthetic else {name: locate(name, arguments) for name in names}
@@ -263,6 +315,48 @@ def load_data(arguments: argparse.Namespace, tasks: tuple[str, ...]) -> tuple[Mu
     return train, test, cross_test, description + "; " + "; ".join(notes)
 
 
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` and check it can be written: a full or read-only disk fails now, not after the data load."""
+    import tempfile
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise cli.UsageError(f"--run-dir {run_dir} is a file: give a folder (it is created if absent)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=run_dir) as probe:
+        probe.write(b"\0" * 65536)
+        probe.flush()
+        os.fsync(probe.fileno())
+
+
+def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """Refuse, in one line, a run that would overwrite another, or a --resume that has nothing (or something else) to
+    continue; then ``prepare_run_dir``."""
+    from minimtl.train import config_differences, read_checkpoint
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise cli.UsageError(f"--run-dir {run_dir} is a file: give a folder (it is created if absent)")
+    checkpoint = run_dir / "checkpoint.npz"
+    if resume:
+        if not checkpoint.is_file():
+            others = sorted(p.parent.name for p in run_dir.parent.glob("*/checkpoint.npz")) if run_dir.parent.is_dir() else []
+            raise cli.UsageError(f"--resume: there is no run to continue in {run_dir} (no checkpoint.npz): check "
+                                 f"--run-dir" + (f" (runs beside it: {', '.join(others[:5])})" if others else "")
+                                 + ", or leave out --resume to start a new run")
+        saved, done = read_checkpoint(checkpoint)
+        if config.epochs < done:
+            raise cli.UsageError(f"--resume: {run_dir} has already trained {done} epochs; give --epochs {done} to "
+                                 f"rewrite its report, or more to train further")
+        ignore = ("epochs",) + (("decay_steps",) if config.decay_steps is None else ())
+        differences = config_differences(saved, config, ignore)
+        if differences:
+            raise cli.UsageError(f"--resume: {run_dir} was trained with other options (" + "; ".join(differences)
+                                 + "): give the options it was trained with, or choose another --run-dir")
+    elif checkpoint.exists() or (run_dir / "model.npz").exists():
+        raise cli.UsageError(f"{run_dir} already holds a run: add --resume to continue it, or choose another "
+                             f"--run-dir (or remove that folder) to start a new one")
+    prepare_run_dir(run_dir)
+
+
 def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset, run_dir: Path,
             arguments: argparse.Namespace, description: str, cross_test: MultiTaskDataset | None = None,
             resume: bool | None = None) -> dict[str, float]:
@@ -298,6 +392,10 @@ def main(argv=None) -> None:
         kernels.set_backend(arguments.backend)
     config = train_config(arguments)
     run_dir = arguments.run_dir or REPOSITORY / "runs" / f"config-{config.config}"
+    if arguments.compare:
+        prepare_run_dir(arguments.run_dir or REPOSITORY / "runs" / "compare")
+    else:
+        check_run_dir(run_dir, config, arguments.resume)
     train, test, cross_test, description = load_data(arguments, config.tasks if not arguments.compare
                                                      else ("smile", "gender", "age"))
     print(f"data: {description}")
@@ -412,4 +510,4 @@ def table3_rows(arguments: argparse.Namespace) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, prog=PROG))

@@ -232,17 +232,3 @@ def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model:
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def write_comparison(results: dict[str, dict[str, float]], path: Path, data_description: str) -> Path:
-    """Table 2 for ``--compare``: ``results[label][task]`` test accuracy (fraction) for each trained configuration."""
-    rows = ["# Table 2 reproduced: single-task (A) against multi-task (B, C)", "", f"Data: {data_description}", "",
-            "| task | " + " | ".join(results) + " | paper A | paper B | paper C |",
-            "|---|" + "---:|" * (len(results) + 3)]
-    for task in TASK_CLASSES:
-        ours = [f"{100 * results[label][task]:.2f}%" if task in results[label] else "—" for label in results]
-        paper = [f"{PAPER_ACCURACY[c][task]:.2f}%" for c in "ABC"]
-        rows.append(f"| {task} | " + " | ".join(ours + paper) + " |")
-    rows += ["", "Config A trains one network per task, on that task's data only; B and C train one network on all of it."]
-    path.write_text("\n".join(rows) + "\n")
-    return path

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from minimtl.report import write_comparison, write_report
+from minimtl.compare import write_tables
+from minimtl.report import write_report
 from minimtl.train import fit
 from test_train import small_config, tiny_multitask_set
 
@@ -29,10 +30,16 @@ def test_report_and_figures_are_written(tmp_path):
 
 
 def test_comparison_table(tmp_path):
-    path = write_comparison({"A": {"smile": 0.9}, "C": {"smile": 0.95, "age": 0.5}}, tmp_path / "table2.md", "x")
-    text = path.read_text()
-    assert "| smile | 90.00% | 95.00% | 95.08% | 95.60% | 96.63% |" in text
-    assert "| gender | — | — |" in text
+    summary = {"seeds": [0, 1], "accuracy": {
+        "A": {"smile": {"per_seed": [0.9, 0.92], "mean": 0.91, "sd": 0.0141, "images": 10}},
+        "C": {"smile": {"per_seed": [0.95, 0.94], "mean": 0.945, "sd": 0.00707, "images": 10},
+              "age": {"per_seed": [0.5, 0.5], "mean": 0.5, "sd": 0.0, "images": 10}}},
+        "differences": {"C-A.smile": {"bootstrap": (0.035, 0.01, 0.06), "t": (0.035, -0.1, 0.17),
+                                      "per_seed": [0.05, 0.02], "verdict": "not distinguishable"}}}
+    text = write_tables(summary, tmp_path / "table2.md", "x").read_text()
+    assert "| smile | 91.00 ± 1.41 (90.00, 92.00) | — | 94.50 ± 0.71 (95.00, 94.00) | 95.08 | 95.60 | 96.63 |" in text
+    assert "| gender | — | — | — |" in text
+    assert "| C − A | smile | +3.50 | [+1.00, +6.00] | [-10.00, +17.00] | +5.00, +2.00 | +1.55 | not distinguishable |" in text
 
 
 def test_report_rows_per_data_set_with_the_majority_class_beside_them(tmp_path):

@@ -11,10 +11,10 @@ The pieces, one module each:
 * :mod:`~minimtl.data.synthetic` — drawn faces for offline demos and tests;
 * :mod:`~minimtl.data.fetch` — ``python -m minimtl.data fetch NAME``.
 
-A typical training set, as in the paper (UTKFace standing in for IMDB-WIKI)::
+A typical training set, as in the paper (GENKI-4K for smile, WIKI for gender and age)::
 
-    from minimtl.data import GENKI4K, UTKFace, MultiTaskDataset, DataLoader, Augment
-    data = MultiTaskDataset([GENKI4K(), UTKFace()])
+    from minimtl.data import GENKI4K, IMDBWIKI, MultiTaskDataset, DataLoader, Augment
+    data = MultiTaskDataset([GENKI4K(), IMDBWIKI()])   # every face through the one framing (default_crop)
     train, test = data.split(seed=0)
     train.print_class_counts()
     for images, labels, masks in DataLoader(train, 128, augment=Augment(seed=0)):

@@ -1,6 +1,8 @@
 """UTKFace: 23,708 aligned and cropped faces labelled with age, gender and race in the file name.
 
-Stands in for IMDB-WIKI on machines that cannot hold it.  The archive
+A second age and gender collection beside IMDB-WIKI, collected and framed
+differently (trained on with ``--datasets genki4k,wiki,utkface``, otherwise
+a data set to test on that the model never saw).  The archive
 ``UTKFace.tar.gz`` holds ``UTKFace/<age>_<gender>_<race>_<datetime>.jpg.chip.jpg``
 (200×200 RGB; age 1–116; gender 0 = male, 1 = female; race 0–4); two names
 have a slightly malformed datetime part and are still read.  Three names

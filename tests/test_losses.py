@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import minimtl as mt
@@ -49,7 +49,13 @@ def test_masked_cross_entropy_gradient(m, classes, normalize, seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, m)
     mask = (rng.random(m) < 0.6).astype(np.float64)
-    gradcheck(lambda t: masked_cross_entropy(t, labels, mask, normalize), [random_array((m, classes), seed) * 2])
+    logits = random_array((m, classes), seed) * 2
+    # Finite differences cannot check a loss below about 1e-4: the forward rounds a sum of exponentials near 1
+    # while the loss is 1e-5, an error no difference of values shows (the gradcheck docstring; test_gradcheck keeps
+    # such an input as an expected failure).  Of the 6945 inputs this test can draw with a loss below 1e-2, one
+    # (m = 2, classes = 2, seed = 6711, loss 7.6e-6) failed gradcheck with a correct backward.
+    assume(not mask.any() or masked_cross_entropy(mt.Tensor(logits), labels, mask, "all").item() > 1e-4 / m)
+    gradcheck(lambda t: masked_cross_entropy(t, labels, mask, normalize), [logits])
 
 
 def test_normalisations_differ_by_the_share_of_present_samples():

@@ -88,3 +88,11 @@ def test_bench_training_step_names_the_engines_when_one_is_mistyped(capsys):
     assert exit_info.value.code == 2  # argparse's usage error, not a traceback
     err = capsys.readouterr().err
     assert "unknown engine 'cython'" in err and "minimtl-<backend>" in err
+
+
+def test_bench_video_prints_both_pipelines(capsys):
+    import bench_video
+
+    bench_video.main(["--frames", "4", "--random-weights", "--detectors", "mtcnn", "--detect-every", "2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("mtcnn")]
+    assert [row.split()[1] for row in rows] == ["every", "tracker"]

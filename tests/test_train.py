@@ -52,7 +52,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert [h["test"] for h in history] == [h["test"] for h in resumed_history]
     reloaded, reloaded_config = load_model(tmp_path / "straight" / "model.npz")
     assert reloaded_config == fit_schedule(config, len(train_loader(data, config, 0))) and not reloaded.training
-    assert evaluate(reloaded, test) == history[-1]["test"]
+    assert evaluate(reloaded, test, flip=reloaded_config.test_flip) == history[-1]["test"]
 
 
 def test_each_epoch_draws_its_own_reproducible_order_and_augmentation():
@@ -180,7 +180,8 @@ def test_weight_average_resumes_exactly_and_is_what_is_evaluated_and_saved(tmp_p
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert [h["test"] for h in history] == [h["test"] for h in resumed_history]
-    reloaded, _ = load_model(tmp_path / "straight" / "model.npz")
-    assert evaluate(reloaded, test) == history[-1]["test"]  # the saved model is the averaged one that was evaluated
+    reloaded, reloaded_config = load_model(tmp_path / "straight" / "model.npz")
+    # the saved model is the averaged one that was evaluated
+    assert evaluate(reloaded, test, flip=reloaded_config.test_flip) == history[-1]["test"]
     plain, _ = fit(small_config(epochs=2), data, test, tmp_path / "plain", progress=False)
     assert not np.array_equal(plain.block1.layers[0].weight.data, straight.block1.layers[0].weight.data)

@@ -28,6 +28,7 @@ import socket
 import stat
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -41,6 +42,7 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "UnsafeArchiveError",
+    "check_tar_complete",
     "download",
     "extract_archive",
     "remove_stale_partials",
@@ -141,6 +143,9 @@ def download(
     progress: bool = True,
     resume: bool = True,
     timeout: float = 30,
+    deadline: float | None = 6 * 3600,
+    stall_seconds: float = 60,
+    stall_bytes: int = 16 * 1024,
 ) -> Path:
     """Download ``url`` to ``destination`` and return ``destination`` as a :class:`Path`.
 
@@ -164,12 +169,21 @@ def download(
         removes the ``.part``.
     timeout:
         Seconds to wait for the server to connect or send the next bytes.
+    deadline:
+        Seconds the whole download may take (None: no limit).  ``timeout``
+        alone never ends a server that sends a byte now and then.
+    stall_seconds, stall_bytes:
+        The stall detector: a download that receives fewer than
+        ``stall_bytes`` in any ``stall_seconds`` is given up.  With
+        ``resume``, the ``.part`` is kept in both cases, so running again
+        continues where it stopped.
 
     Raises
     ------
     DownloadError
-        The server is unreachable, answers with an HTTP error, or sends fewer
-        bytes than it announced.  Nothing is left at ``destination``.
+        The server is unreachable, answers with an HTTP error, sends fewer
+        bytes than it announced, stalls, or misses the deadline.  Nothing is
+        left at ``destination``.
     ChecksumError
         The downloaded bytes do not match ``sha256``/``sha1``; the ``.part``
         file is removed and nothing is left at ``destination``.
@@ -182,6 +196,10 @@ def download(
         raise TypeError(f"destination must be a path, got {type(destination).__name__}")
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
+    if (deadline is not None and deadline <= 0) or stall_seconds <= 0 or stall_bytes < 0:
+        raise ValueError(f"deadline and stall_seconds must be positive and stall_bytes at least 0, got "
+                         f"{deadline}, {stall_seconds}, {stall_bytes}")
+    started = time.monotonic()
     sha256 = _check_hex(sha256, 64, "sha256")
     sha1 = _check_hex(sha1, 40, "sha1")
     destination = Path(destination)
@@ -203,7 +221,7 @@ def download(
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(request, timeout=timeout if deadline is None else min(timeout, deadline))
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             # Range not satisfiable: the .part may already hold the whole file.
@@ -212,8 +230,10 @@ def download(
             if total is not None and total == offset:
                 return _finish(part, destination, sha256, sha1)
             part.unlink()
+            remaining = None if deadline is None else max(deadline - (time.monotonic() - started), 1e-3)
             return download(url, destination, sha256=sha256, sha1=sha1, progress=progress,
-                            resume=resume, timeout=timeout)
+                            resume=resume, timeout=timeout, deadline=remaining, stall_seconds=stall_seconds,
+                            stall_bytes=stall_bytes)
         raise DownloadError(f"could not download {url}: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
@@ -229,15 +249,30 @@ def download(
         received = 0
         bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=destination.name, disable=not progress, leave=False)
+        again = "; run again to resume" if resume else ""
+        window_start, window_bytes = time.monotonic(), 0
         try:
             with open(part, "ab" if offset else "wb") as handle:
                 while True:
-                    chunk = response.read(CHUNK_BYTES)
+                    # read1 returns what has arrived (up to a chunk) instead of waiting for a whole chunk,
+                    # so the deadline and the stall detector are checked however slowly bytes come
+                    chunk = response.read1(CHUNK_BYTES)
                     if not chunk:
                         break
                     handle.write(chunk)
                     received += len(chunk)
+                    window_bytes += len(chunk)
                     bar.update(len(chunk))
+                    now = time.monotonic()
+                    if deadline is not None and now - started > deadline:
+                        raise DownloadError(f"downloading {url} did not finish within its deadline of "
+                                            f"{_duration(deadline)} ({offset + received} bytes received){again}")
+                    if now - window_start >= stall_seconds:
+                        if window_bytes < stall_bytes:
+                            raise DownloadError(f"downloading {url} stalled: {window_bytes} bytes in the last "
+                                                f"{_duration(now - window_start)} ({offset + received} bytes received)"
+                                                f"{again}")
+                        window_start, window_bytes = now, 0
             if expected_bytes is not None and received < expected_bytes:
                 raise DownloadError(
                     f"connection to {url} dropped after {offset + received} of {total} bytes"
@@ -259,6 +294,10 @@ def download(
         finally:
             bar.close()
     return _finish(part, destination, sha256, sha1)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
 def _finish(part: Path, destination: Path, sha256: str | None, sha1: str | None) -> Path:
@@ -297,6 +336,32 @@ def _archive_kind(archive: Path) -> str:
     raise ArchiveError(
         f"{archive.name} is not a .tar, .tar.gz or .zip archive (or it is corrupt or truncated)"
     )
+
+
+def check_tar_complete(archive: Path | str) -> None:
+    """Raise :class:`ArchiveError` if the uncompressed tar ``archive`` ends before its end-of-archive marker.
+
+    ``tarfile`` stops without a word at a header cut short, so an archive truncated between two members
+    (an interrupted copy) would otherwise read as a smaller, complete one.  A whole tar ends, after its last
+    member's data, with two blocks of zeros.  Compressed tars need no such check: their decompressor
+    raises ``EOFError`` at a cut.
+    """
+    archive = Path(archive)
+    with open(archive, "rb") as handle:
+        if handle.read(2) in (b"\x1f\x8b", b"BZ", b"\xfd7"):  # gzip, bzip2, xz
+            return
+    size = archive.stat().st_size
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            end = max((m.offset_data + -(-m.size // 512) * 512 for m in tar.getmembers()), default=0)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise ArchiveError(f"{archive.name} is corrupt or truncated: {error}") from error
+    with open(archive, "rb") as handle:
+        handle.seek(end)
+        tail = handle.read(1024)
+    if end > size or len(tail) < 1024 or tail.strip(b"\0"):
+        raise ArchiveError(f"{archive.name} is corrupt or truncated: it ends after {size:,} bytes without the "
+                           f"end-of-archive marker (an interrupted download or copy?): get it again")
 
 
 def _tar_member_reason(member: tarfile.TarInfo) -> str | None:
@@ -364,6 +429,7 @@ def extract_archive(archive: Path | str, destination: Path | str, *, progress: b
 def _extract_tar(archive: Path, target: Path, progress: bool) -> None:
     # Stream mode ("r|*") reads a compressed archive once; each member is checked before it is written.
     use_data_filter = hasattr(tarfile, "data_filter")  # Python >= 3.11.4: a second line of defence
+    check_tar_complete(archive)
     try:
         with tarfile.open(archive, mode="r|*") as tar, tqdm(
             desc=f"extracting {archive.name}", unit=" files", disable=not progress, leave=False

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -40,12 +42,41 @@ def save(state: Mapping[str, np.ndarray] | object, path: str | os.PathLike) -> P
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a state dict saved by ``save``; pass it to ``Module.load_state_dict``."""
+    """Read a state dict saved by ``save``; pass it to ``Module.load_state_dict``.
+
+    Raises ``FileNotFoundError`` if there is no file, and ``ValueError`` naming the file for anything
+    that is not a whole ``.npz`` of arrays: a truncated or damaged file, a pickle, a PyTorch ``.pt``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{path} is not a readable .npz weight file: {error}") from error
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array (.npy), not a named set of them")
+        with archive:
+            state = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable .npz weight file ({_what_it_is(path, error)}): "
+                         f"it must be a whole .npz file written by minimtl: copy or write it again") from None
+    foreign = [name for name, value in state.items() if not isinstance(value, np.ndarray)]
+    if foreign:
+        hint = " (a PyTorch .pt file?)" if any(name.endswith("data.pkl") for name in foreign) else ""
+        raise ValueError(f"{path} is a zip archive but not a NumPy .npz weight file{hint}: its member "
+                         f"{foreign[0]!r} is not an array; minimtl reads only its own .npz weight files")
+    return state
+
+
+def _what_it_is(path: Path, error: BaseException) -> str:
+    """A short description of why ``path`` could not be read."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start:
+        return "it is empty"
+    if start[:1] == b"\x80":
+        return "it is a Python pickle, e.g. an old PyTorch .pt file, which is never loaded: it could run code"
+    if start[:2] == b"PK":
+        return f"it is truncated or damaged: {' '.join(str(error).split())}"
+    if start == b"\x93NUM":
+        return " ".join(str(error).split())
+    return f"it starts with {start!r}, not as a .npz file does"

@@ -3,6 +3,7 @@ import io
 import json
 import struct
 import tarfile
+import zipfile
 import zlib
 
 import cv2
@@ -297,3 +298,192 @@ def test_one_worker_runs_in_this_process(mixed_folder, monkeypatch):
     assert [r.status for r in results] == ["empty_file", "truncated", "face", "face", "not_an_image"]
     with pytest.raises(ValueError, match="workers"):
         crop_images(mixed_folder, workers=0, use_cache=False, progress=False)
+
+
+# ------------------------------------------------------------- hostile, huge and rotated inputs (issue 16)
+def exif_image(image_bgr: np.ndarray, orientation: int, image_format: str) -> bytes:
+    """The image encoded as ``image_format`` with EXIF orientation ``orientation`` (as a phone stores a turned photo)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image_bgr[:, :, ::-1])).save(buffer, image_format, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied_as_the_training_reader_applies_it(face_jpeg, image_format, orientation):
+    stored = decode(face_jpeg)[:150, :120]  # taller than wide, so a quarter turn shows in the shape
+    data = exif_image(stored, orientation, image_format)
+    upright = decode(data)  # cv2.IMREAD_COLOR, as minimtl.data.base.decode_image reads training images
+    image, _, scale = read_image(data)
+    assert image.shape == upright.shape and scale == 1.0
+    assert np.abs(image.astype(int) - upright.astype(int)).max() <= 1
+    if orientation != 3:
+        assert image.shape[:2] == stored.shape[1::-1]
+
+
+def test_exif_orientation_is_applied_when_a_large_jpeg_is_decoded_small(face_jpeg):
+    stored = cv2.resize(decode(face_jpeg), (1600, 1200))
+    data = exif_image(stored, 6, "JPEG")
+    image, notes, scale = read_image(data, max_side=400)
+    assert any("1/4 scale" in note for note in notes)
+    assert image.shape[:2] == (400, 300)  # upright: the stored 1600 × 1200 turned a quarter, then shrunk
+    assert scale == pytest.approx(4.0)
+
+
+def test_a_sideways_stored_photo_is_cropped_upright(cropper, face_jpeg):
+    upright = cropper.crop_source(face_jpeg, "upright.jpg")
+    turned = cropper.crop_source(exif_image(cv2.rotate(decode(face_jpeg), cv2.ROTATE_90_COUNTERCLOCKWISE), 6, "JPEG"),
+                                 "turned.jpg")
+    assert upright.status == turned.status == "face"
+    assert np.abs(upright.crop.astype(int) - turned.crop.astype(int)).mean() < 12
+
+
+def bmp_header(width: int, height: int) -> bytes:
+    """A BMP file header claiming ``width`` × ``height`` 24-bit pixels, followed by almost no pixel data."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info) + 64, 0, 0, 14 + len(info)) + info + bytes(64)
+
+
+def test_a_bmp_claiming_60000_pixels_a_side_is_too_large_and_the_run_goes_on(face_jpeg, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "bomb.bmp").write_bytes(bmp_header(60000, 60000))
+    (folder / "face.jpg").write_bytes(face_jpeg)
+    results, _ = crop_images(folder, workers=1, use_cache=False, progress=False)
+    statuses = {r.source: r.status for r in results}
+    assert statuses == {"bomb.bmp": "too_large", "face.jpg": "face"}
+    with pytest.raises(ImageReadError) as caught:
+        read_image(bmp_header(60000, 60000))
+    assert caught.value.status == "too_large" and "60000×60000" in str(caught.value)
+
+
+def png_file(width: int, height: int, depth: int, colour: int, row: bytes) -> bytes:
+    """A complete PNG every row of which is ``row`` (filter byte included), compressed as it is streamed."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(1)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_a_small_16000_pixel_16_bit_png_is_refused_without_spending_gigabytes(tmp_path):
+    data = png_file(16000, 16000, 16, 2, bytes(1 + 16000 * 6))  # 1.5 GB of pixels in a few MB of file
+    assert len(data) < 10_000_000
+    path = tmp_path / "deep.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageReadError) as caught:
+        read_image(data)
+    assert caught.value.status == "too_large" and "16-bit" in str(caught.value)
+    # the peak memory of a fresh process reading it (the old decoder took ~5 GB)
+    import subprocess
+    import sys
+
+    script = ("import resource, sys; from minimtl.faces.crop import FaceCropper; "
+              "r = FaceCropper().crop_source(open(sys.argv[1], 'rb').read(), 'deep.png'); "
+              "print(r.status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    status, megabytes = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                                       check=True).stdout.split()
+    assert status == "too_large" and int(megabytes) < 700
+
+
+def test_a_truncated_archive_names_every_file_it_cannot_reach(face_jpeg, tmp_path):
+    archive = tmp_path / "photos.tar"
+    with tarfile.open(archive, "w") as tar:
+        for number in range(4):
+            info = tarfile.TarInfo(f"photos/{number}.jpg")
+            info.size = len(face_jpeg)
+            tar.addfile(info, io.BytesIO(face_jpeg))
+    whole = archive.read_bytes()
+    from minimtl.faces.crop import iter_bytes
+
+    padded = -(-len(face_jpeg) // 512) * 512
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[: 512 + padded + 512 + 100])  # the second member's data breaks off
+    items = list(iter_bytes(cut, [f"photos/{n}.jpg" for n in range(4)]))
+    assert sorted(name for name, _, _ in items) == [f"photos/{n}.jpg" for n in range(4)]
+    assert dict((name, data) for name, data, _ in items)["photos/0.jpg"] == face_jpeg
+    errors = {name: error for name, data, error in items if data is None}
+    assert set(errors) == {"photos/1.jpg", "photos/2.jpg", "photos/3.jpg"}
+    assert all("cut.tar" in str(error) or "unexpected end" in str(error) for error in errors.values())
+    # cut between two members, tarfile itself would list one member and say nothing: the listing refuses it
+    between = tmp_path / "between.tar"
+    between.write_bytes(whole[: 512 + padded + 200])
+    with pytest.raises(ValueError, match="between.tar is corrupt or truncated"):
+        crop_images(between, workers=1, use_cache=False, progress=False)
+
+
+def test_a_truncated_tar_gz_source_is_one_error_naming_the_file(face_jpeg, tmp_path, capsys):
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for number in range(3):
+            info = tarfile.TarInfo(f"photos/{number}.jpg")
+            info.size = len(face_jpeg)
+            tar.addfile(info, io.BytesIO(face_jpeg))
+    archive.write_bytes(archive.read_bytes()[:-2000])
+    assert cli_main(["crop", str(archive), str(tmp_path / "out"), "--quiet", "--workers", "1", "--no-cache"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "photos.tar.gz is truncated or corrupt" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing half-made is left behind
+
+
+def slip_archive(path, face_jpeg, names):
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            for name in names:
+                archive.writestr(name, face_jpeg)
+        return path
+    with tarfile.open(path, "w") as archive:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(face_jpeg)
+            archive.addfile(info, io.BytesIO(face_jpeg))
+    return path
+
+
+@pytest.mark.parametrize("kind", [".tar", ".zip"])
+def test_png_names_from_an_archive_never_leave_the_destination(face_jpeg, tmp_path, kind, capsys):
+    escaped_absolute = tmp_path / "absolute" / "x.jpg"
+    names = ["inside/ok.jpg", "../../escaped.jpg", str(escaped_absolute)]
+    archive = slip_archive(tmp_path / f"slip{kind}", face_jpeg, names)
+    out = tmp_path / "deep" / "er" / "out"
+    assert cli_main(["crop", str(archive), str(out), "--png", "--workers", "1", "--no-cache", "--quiet"]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert written == ["deep/er/out/crops/inside/ok.jpg.png"]
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(entry["source"] for entry in report["png_not_written"]) == sorted(names[1:])
+    assert report["faces_cropped"] == 3  # the crops themselves are kept, in crops.npz
+    assert "PNG not written: 2" in capsys.readouterr().out
+
+
+def test_png_names_do_not_follow_a_symbolic_link_out_of_the_destination(face_jpeg, tmp_path):
+    archive = slip_archive(tmp_path / "linked.tar", face_jpeg, ["link/x.jpg"])
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (out / "crops").mkdir(parents=True)
+    elsewhere.mkdir()
+    (out / "crops" / "link").symlink_to(elsewhere)
+    assert cli_main(["crop", str(archive), str(out), "--png", "--workers", "1", "--no-cache", "--quiet"]) == 0
+    assert list(elsewhere.iterdir()) == []
+    assert "symbolic link" in json.loads((out / "report.json").read_text())["png_not_written"][0]["reason"]
+
+
+def test_a_detector_model_file_that_is_not_one_is_one_clear_error(tmp_path, capsys):
+    from minimtl.faces.mtcnn import load_networks
+
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not weights at all")
+    with pytest.raises(ValueError, match="garbage.npz"):
+        load_networks(garbage)
+    np.savez(tmp_path / "other.npz", w=np.zeros(3))
+    with pytest.raises(ValueError, match="does not hold MTCNN's weights"):
+        load_networks(tmp_path / "other.npz")
+    (tmp_path / "photos").mkdir()
+    assert cli_main(["crop", str(tmp_path / "photos"), str(tmp_path / "out"), "--weights", str(garbage),
+                     "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "garbage.npz" in err and "Traceback" not in err

@@ -7,10 +7,13 @@ the paper's 48 × 48 grayscale face, in parallel, with a progress bar, and write
   float32 and ``scores`` (K,) for the K images where a face was found;
 * ``DST/report.json``: counts per outcome and, for every image that did not give
   exactly one face, its name and what happened (see ``minimtl.faces.crop.STATUSES``);
-* with ``--png``, ``DST/crops/<name>.png`` for each crop.
+* with ``--png``, ``DST/crops/<name>.png`` for each crop.  A name that would
+  leave ``DST/crops`` (an archive member called ``../x.jpg`` or ``/tmp/x.jpg``)
+  gets no PNG and is listed in the report under ``png_not_written``.
 
 A short report is printed at the end.  Nothing is dropped silently and one bad
-file never stops the run.  Crops are cached by file content and settings, so a
+file never stops the run; a bad command line or a source that cannot be read
+at all ends it with one line on stderr (exit code 2 or 1, see ``minimtl.cli``).  Crops are cached by file content and settings, so a
 second run over the same images is fast (``--no-cache`` to skip, ``--cache-dir``
 to move it).
 """
@@ -25,9 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from minimtl import cli
+
+PROG = "python -m minimtl.faces"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minimtl.faces", description="Face detection and cropping.")
+    parser = cli.ArgumentParser(prog=PROG, description="Face detection and cropping.")
     commands = parser.add_subparsers(dest="command", required=True)
     crop = commands.add_parser("crop", help="crop every image of a folder or archive to a 48x48 grayscale face",
                                description=__doc__.split("\n\n")[1])
@@ -37,12 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     crop.add_argument("--choose", choices=("largest", "confident"), default="largest",
                       help="which face to crop when several are found")
     crop.add_argument("--no-align", dest="align", action="store_false", help="do not rotate to level the eyes")
-    crop.add_argument("--margin", type=float, default=0.1, help="fraction of the box side added on each side")
-    crop.add_argument("--size", type=int, default=48, help="side of the crops in pixels")
+    crop.add_argument("--margin", type=cli.number(at_least=0, at_most=2), default=0.1,
+                      help="fraction of the box side added on each side")
+    crop.add_argument("--size", type=cli.integer(at_least=8), default=48, help="side of the crops in pixels")
     crop.add_argument("--weights", type=Path, default=None,
                       help="model file: mtcnn.npz, YuNet's .onnx or res10's .caffemodel (default: the packaged "
                            "MTCNN weights; for yunet/res10 $MINIMTL_WEIGHTS, the user cache, or a download)")
-    crop.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    crop.add_argument("--workers", type=cli.integer(at_least=1), default=os.cpu_count() or 1)
     crop.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default ~/.cache/minimtl/faces)")
     crop.add_argument("--no-cache", dest="use_cache", action="store_false")
     crop.add_argument("--png", action="store_true", help="also write each crop as DST/crops/<name>.png")
@@ -50,16 +58,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def png_path(folder: Path, name: str) -> tuple[Path | None, str | None]:
+    """Where the PNG of source ``name`` goes under ``folder``, or ``(None, why not)`` when the name would leave it.
+
+    An archive's member names are the archive author's choice: ``../../x.jpg``, ``/etc/x.jpg`` or a path
+    through a symbolic link already in ``folder`` must not write anywhere else.
+    """
+    from minimtl.download import _unsafe_name_reason
+
+    reason = _unsafe_name_reason(name)
+    if reason:
+        return None, f"its name would be written outside {folder} ({reason})"
+    target = folder / (name + ".png")
+    if not target.resolve().is_relative_to(folder.resolve()):
+        return None, f"its name leads outside {folder} through a symbolic link"
+    return target, None
+
+
+def prepare_destination(destination: Path) -> None:
+    """Create ``destination`` and check it can be written, before any image is cropped."""
+    import tempfile
+
+    if destination.exists() and not destination.is_dir():
+        raise cli.UsageError(f"the destination {destination} is a file: give a folder (it is created if absent)")
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=destination):
+        pass
+
+
+def check_source(source: Path) -> None:
+    """A usage error unless ``source`` is a folder or a file that looks like an archive (by name or content)."""
+    import tarfile
+    import zipfile
+
+    if not source.exists():
+        raise cli.UsageError(f"no folder or archive at {source}: check the path")
+    if source.is_dir():
+        return
+    archive_name = source.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip"))
+    if not archive_name and not zipfile.is_zipfile(source) and not tarfile.is_tarfile(source):
+        raise cli.UsageError(f"{source} is neither a folder nor a .tar, .tar.gz or .zip archive")
+
+
 def run_crop(args: argparse.Namespace) -> dict:
     from minimtl.faces.crop import crop_images, summarize, write_atomically
 
+    check_source(args.source)
+    if args.weights is not None and not args.weights.is_file():
+        raise cli.UsageError(f"--weights {args.weights}: no such file")
+    created = not args.destination.exists()
+    prepare_destination(args.destination)  # a read-only or misnamed destination fails now, not after the cropping
     options = {"detector": args.detector, "choose": args.choose, "align": args.align, "margin": args.margin,
                "size": args.size}
     if args.weights is not None:
         options["weights" if args.detector == "mtcnn" else "model"] = str(args.weights)
-    results, ignored = crop_images(args.source, options, workers=args.workers, cache_folder=args.cache_dir,
-                                   use_cache=args.use_cache, progress=not args.quiet)
-    args.destination.mkdir(parents=True, exist_ok=True)
+    try:
+        results, ignored = crop_images(args.source, options, workers=args.workers, cache_folder=args.cache_dir,
+                                       use_cache=args.use_cache, progress=not args.quiet)
+    except BaseException:
+        if created and not any(args.destination.iterdir()):
+            args.destination.rmdir()  # leave no empty folder behind a run that wrote nothing
+        raise
     faces = [r for r in results if r.has_face]
     buffer = io.BytesIO()
     np.savez_compressed(buffer, names=np.array([r.source for r in faces], dtype=str),
@@ -67,50 +126,66 @@ def run_crop(args: argparse.Namespace) -> dict:
                         boxes=np.array([r.box for r in faces], dtype=np.float32).reshape(-1, 4),
                         scores=np.array([r.score for r in faces], dtype=np.float32))
     write_atomically(args.destination / "crops.npz", buffer.getvalue())
+    not_written = []
     if args.png:
         import cv2
 
+        folder = args.destination / "crops"
         for result in faces:
-            target = args.destination / "crops" / (result.source + ".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            ok, encoded = cv2.imencode(".png", result.crop)
-            write_atomically(target, encoded.tobytes())
+            target, reason = png_path(folder, result.source)
+            if target is None:
+                not_written.append({"source": result.source, "reason": reason})
+                continue
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                ok, encoded = cv2.imencode(".png", result.crop)
+                write_atomically(target, encoded.tobytes())
+            except OSError as error:  # e.g. a member name too long for this file system: this file's outcome
+                not_written.append({"source": result.source, "reason": cli.error_line(error)})
     report = summarize(results, ignored)
     report["settings"] = options
+    if args.png:
+        report["png_not_written"] = not_written
     write_atomically(args.destination / "report.json", json.dumps(report, indent=2).encode())
     return report
 
 
 def print_report(report: dict, destination: Path, stream=None) -> None:
     stream = sys.stdout if stream is None else stream
+
+    def say(line: str) -> None:  # a file name that is not valid UTF-8 as \x.. escapes (minimtl.cli.printable)
+        print(cli.printable(line), file=stream)
+
     counts = report["counts"]
-    print(f"{report['images']} images: {report['faces_cropped']} faces cropped "
-          f"({counts.get('face', 0)} with one face, {counts.get('several_faces', 0)} with several), "
-          f"{counts.get('no_face', 0)} with none", file=stream)
+    say(f"{report['images']} images: {report['faces_cropped']} faces cropped "
+        f"({counts.get('face', 0)} with one face, {counts.get('several_faces', 0)} with several), "
+        f"{counts.get('no_face', 0)} with none")
     for status, entries in report["problems"].items():
         if status == "several_faces":
             continue
         names = ", ".join(e["source"] for e in entries[:5]) + (" ..." if len(entries) > 5 else "")
-        print(f"  {status}: {len(entries)} ({names})", file=stream)
+        say(f"  {status}: {len(entries)} ({names})")
     if report["ignored_not_images"]:
-        print(f"  ignored (not named as images): {len(report['ignored_not_images'])} "
-              f"({', '.join(report['ignored_not_images'][:5])})", file=stream)
-    print(f"wrote {destination / 'crops.npz'} and {destination / 'report.json'}", file=stream)
+        say(f"  ignored (not named as images): {len(report['ignored_not_images'])} "
+            f"({', '.join(report['ignored_not_images'][:5])})")
+    if report.get("png_not_written"):
+        entries = report["png_not_written"]
+        say(f"  PNG not written: {len(entries)} ({', '.join(e['source'] for e in entries[:5])}"
+            f"{' ...' if len(entries) > 5 else ''}): {entries[0]['reason']}")
+    say(f"wrote {destination / 'crops.npz'} and {destination / 'report.json'}")
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "crop":
+        report = run_crop(args)
+        print_report(report, args.destination)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "crop":
-        if args.workers < 1:
-            print("error: --workers must be at least 1", file=sys.stderr)
-            return 2
-        try:
-            report = run_crop(args)
-        except (FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print_report(report, args.destination)
-    return 0
+    """Run the command line; returns the exit code (0 done, 1 bad data, 2 bad usage; see ``minimtl.cli``)."""
+    return cli.run(_main, argv, prog=PROG)
 
 
 if __name__ == "__main__":

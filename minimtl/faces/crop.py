@@ -40,6 +40,7 @@ import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -48,12 +49,17 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from minimtl.download import ArchiveError, check_tar_complete
 from minimtl.faces.boxes import Detections
 from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to, user_cache_dir
 
 CACHE_FORMAT = 2  # bump when the cropping code changes its output, so old cache entries are not reused
 MIN_SIDE = 12  # below this no detector can find a face (MTCNN's smallest window)
 MAX_PIXELS = 25_000 * 25_000  # refuse to decode more than this (a decompression bomb, not a photo)
+# ... and any image whose decoded pixels would need more memory than this (a 16000 × 16000 16-bit PNG of 2 MB
+# decodes to 1.5 GB); a JPEG counts at the reduced scale libjpeg decodes it at, so a large photo is never refused.
+MAX_DECODED_BYTES = 256 * 2 ** 20
+MAX_FILE_BYTES = 512 * 2 ** 20  # an image file larger than this is not read at all
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2")
 FACE_STATUSES = ("face", "several_faces")
 STATUSES = {
@@ -65,7 +71,8 @@ STATUSES = {
     "truncated": "the image file ends early (an incomplete download or copy)",
     "corrupt": "an image format was recognised but could not be decoded",
     "too_small": f"the image is smaller than {MIN_SIDE} pixels on a side",
-    "too_large": f"the image has more than {MAX_PIXELS:,} pixels",
+    "too_large": f"the image has more than {MAX_PIXELS:,} pixels, or would take more than "
+                 f"{MAX_DECODED_BYTES // 2 ** 20} MiB to decode",
     "unreadable": "the file could not be opened or read",
     "error": "an unexpected error while detecting or cropping (see the message)",
 }
@@ -111,26 +118,100 @@ class CropResult:
 
 
 # ----------------------------------------------------------------------- reading
-def image_size_from_header(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` read from a PNG or JPEG header without decoding, or None if not found."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"\xff\xd8":
-        position = 2
-        while position + 9 < len(data):
-            if data[position] != 0xFF:
-                position += 1
-                continue
-            marker = data[position + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                position += 1 if marker == 0xFF else 2
-                continue
-            length = struct.unpack(">H", data[position + 2:position + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = struct.unpack(">HH", data[position + 5:position + 9])
-                return width, height
-            position += 2 + length
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding it.
+
+    ``width`` and ``height`` are as stored (before any EXIF rotation); ``channels`` is 1 for a grayscale
+    and 3 for a colour image as ``read_image`` decodes it (alpha dropped); ``sample_bytes`` is 2 for
+    16-bit samples, 4 for 32-bit ones; ``alpha`` says whether the file has an alpha channel.
+    """
+
+    width: int
+    height: int
+    format: str
+    channels: int = 3
+    sample_bytes: int = 1
+    alpha: bool = False
+
+    def decoded_bytes(self, reduction: int = 1) -> int:
+        """Bytes of the decoded pixels, decoded at ``1 / reduction`` of the size (JPEG only)."""
+        return -(-self.width // reduction) * -(-self.height // reduction) * self.channels * self.sample_bytes
+
+
+def _jpeg_header(data: bytes) -> ImageHeader | None:
+    position = 2
+    while position + 9 < len(data):
+        if data[position] != 0xFF:
+            position += 1
+            continue
+        marker = data[position + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            position += 1 if marker == 0xFF else 2
+            continue
+        length = struct.unpack(">H", data[position + 2:position + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            height, width = struct.unpack(">HH", data[position + 5:position + 9])
+            components = data[position + 9] if position + 9 < len(data) else 3
+            return ImageHeader(width, height, "jpeg", 1 if components == 1 else 3)
+        position += 2 + length
     return None
+
+
+#: Pillow's single-channel modes and the bytes per sample of each (the other modes are colour, 1 byte).
+_PILLOW_SAMPLE_BYTES = {"1": 1, "L": 1, "LA": 1, "I": 4, "F": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def _pillow_header(data: bytes) -> ImageHeader | None:
+    """The header of a format this module does not parse itself (TIFF, WebP, GIF, PPM, JPEG 2000 ...), by Pillow,
+    which reads only the header on ``open``; None if Pillow does not know the format."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height, mode, kind = image.size[0], image.size[1], image.mode, (image.format or "image")
+    except Image.DecompressionBombError as error:
+        raise ImageReadError("too_large", f"the header claims {error}") from None
+    except Exception:  # noqa: BLE001 - unknown or damaged: OpenCV decides below
+        return None
+    return ImageHeader(width, height, kind.lower(), 1 if mode in _PILLOW_SAMPLE_BYTES else 3,
+                       _PILLOW_SAMPLE_BYTES.get(mode, 1), "A" in mode)
+
+
+def image_header(data: bytes) -> ImageHeader | None:
+    """Read an image's size, channels and sample depth from its header, without decoding; None if unknown.
+
+    PNG, JPEG and BMP are read here; other formats through Pillow's header reader.  Raises
+    ``ImageReadError("too_large")`` where Pillow finds the claimed size absurd.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26 and data[12:16] == b"IHDR":
+        width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+        return ImageHeader(width, height, "png", 1 if colour in (0, 4) else 3, 2 if depth == 16 else 1,
+                           colour in (4, 6))
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_header(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        info_size = struct.unpack("<I", data[14:18])[0]
+        if info_size == 12:  # OS/2 BITMAPCOREHEADER
+            width, height = struct.unpack("<HH", data[18:22])
+            bits = struct.unpack("<H", data[24:26])[0] if len(data) >= 26 else 24
+        elif len(data) >= 30:
+            width, height = struct.unpack("<ii", data[18:26])
+            bits = struct.unpack("<H", data[28:30])[0]
+        else:
+            return None
+        return ImageHeader(abs(width), abs(height), "bmp", 3, 1, bits == 32)
+    return _pillow_header(data)
+
+
+def image_size_from_header(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` read from an image's header without decoding (see ``image_header``), or None."""
+    header = image_header(data)
+    return None if header is None else (header.width, header.height)
 
 
 def looks_truncated(data: bytes) -> bool:
@@ -157,6 +238,11 @@ def read_image(source: bytes | str | os.PathLike,
                max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, tuple[str, ...], float]:
     """Decode an image file into ``(H, W, 3)`` uint8 BGR, at most ``max_side`` on its longer side.
 
+    The image is turned upright as its EXIF orientation says, as ``cv2.imread`` and a phone's
+    viewer show it; its "own pixels" below are those of the upright image.  Sizes are read from
+    the header first (``image_header``), so an image too large to decode is refused before any
+    memory is spent on it.
+
     Args:
         source: the file's bytes, or its path.
         max_side: longer side of the returned image; larger images are shrunk
@@ -174,35 +260,57 @@ def read_image(source: bytes | str | os.PathLike,
         data = bytes(source)
     else:
         try:
+            file_bytes = os.stat(source).st_size
+            if file_bytes > MAX_FILE_BYTES:
+                raise ImageReadError("too_large", f"the file has {file_bytes / 2 ** 30:.1f} GiB, more than the "
+                                                  f"{MAX_FILE_BYTES // 2 ** 20} MiB an image file may have")
             data = Path(source).read_bytes()
         except OSError as error:
             raise ImageReadError("unreadable", f"cannot read {source}: {error.strerror or error}") from error
     if not data:
         raise ImageReadError("empty_file", "the file is empty (0 bytes)")
     notes: list[str] = []
-    size = image_size_from_header(data)
+    header = image_header(data)
+    size = None if header is None else (header.width, header.height)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise ImageReadError("too_large", f"{size[0]}×{size[1]} pixels is more than the {MAX_PIXELS:,} allowed")
     if looks_truncated(data):
         raise ImageReadError("truncated", "the file ends before the image does (JPEG without end marker / PNG without IEND)")
     buffer = np.frombuffer(data, dtype=np.uint8)
     reduction = 1
-    if data[:2] == b"\xff\xd8" and size is not None:
+    if header is not None and header.format == "jpeg":
         longer = max(size)
         while reduction < 8 and longer / (reduction * 2) >= max_side:
             reduction *= 2  # let libjpeg decode at 1/2, 1/4 or 1/8 scale: never the full 100-megapixel image
+    if header is not None and header.decoded_bytes(reduction) > MAX_DECODED_BYTES:
+        depth = f"{8 * header.sample_bytes}-bit " if header.sample_bytes > 1 else ""
+        raise ImageReadError("too_large", f"a {size[0]}×{size[1]} {depth}image takes "
+                                          f"{header.decoded_bytes(reduction) / 2 ** 30:.1f} GiB to decode, more than "
+                                          f"the {MAX_DECODED_BYTES // 2 ** 20} MiB allowed: shrink it first")
+    # Every flag but IMREAD_UNCHANGED turns the image as its EXIF orientation says (as cv2.imread and the data
+    # sets' decode_image do); ANYCOLOR | ANYDEPTH also keeps 16-bit samples and grayscale, and drops alpha.
     if reduction > 1:
         flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduction]
-        image = cv2.imdecode(buffer, flag)
         notes.append(f"decoded at 1/{reduction} scale from {size[0]}×{size[1]}")
     else:
-        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        flag = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    try:
+        image = cv2.imdecode(buffer, flag)
+    except cv2.error as error:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) or a decoder that gives up
+        message = " ".join(str(error).split())
+        status = "too_large" if ("MAX_IMAGE" in message or "memory" in message.lower()) else "corrupt"
+        raise ImageReadError(status, f"OpenCV cannot decode it: {message[-160:]}") from None
+    except MemoryError:
+        raise ImageReadError("too_large", "not enough memory to decode it") from None
     if image is None:
         if data.startswith(_KNOWN_MAGIC):
             raise ImageReadError("corrupt", "the file starts like an image but OpenCV cannot decode it")
         raise ImageReadError("not_an_image", f"not an image format OpenCV reads (starts with {data[:8]!r})")
+    if header is not None and header.alpha and image.ndim == 3 and image.shape[2] == 3:
+        notes.append("alpha channel dropped")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        np.right_shift(image, 8, out=image)  # in place: a large 16-bit image is not copied twice
+        image = image.astype(np.uint8)
         notes.append("16-bit converted to 8-bit")
     elif image.dtype != np.uint8:
         image = cv2.normalize(image.astype(np.float64), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
@@ -221,7 +329,8 @@ def read_image(source: bytes | str | os.PathLike,
     image, factor = shrink_to(image, max_side)
     if factor != 1.0:
         notes.append(f"shrunk from {original[1]}×{original[0]} to {image.shape[1]}×{image.shape[0]}")
-    scale = factor * (size[0] / original[1] if reduction > 1 else 1.0)
+    # the longer sides: the header's size is before the EXIF rotation, the decoded image's after it
+    scale = factor * (max(size) / max(original) if reduction > 1 else 1.0)
     return np.ascontiguousarray(image), tuple(notes), scale
 
 
@@ -426,6 +535,8 @@ class FaceCropper:
             image, notes, scale = read_image(data, self.max_side)
         except ImageReadError as error:
             return CropResult(source, error.status, notes=(str(error),))
+        except Exception as error:  # a decoder failing in a way not foreseen: this file's outcome, not the run's
+            return CropResult(source, "error", notes=(f"while reading: {type(error).__name__}: {error}",))
         size = (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale)))
         try:
             details = self.crop_details(image)
@@ -532,11 +643,20 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], list[str]]:
     if source.is_dir():
         names = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
     elif zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
-            names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
+        try:
+            with zipfile.ZipFile(source) as archive:
+                names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            raise ArchiveError(damaged_archive(source, error)) from error
     elif source.is_file() and tarfile.is_tarfile(source):
-        with tarfile.open(source) as archive:
-            names = [m.name for m in archive.getmembers() if m.isfile()]
+        try:
+            with tarfile.open(source) as archive:
+                names = [m.name for m in archive.getmembers() if m.isfile()]
+            check_tar_complete(source)  # tarfile stops silently at a cut between members
+        except ArchiveError:
+            raise
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+            raise ArchiveError(damaged_archive(source, error)) from error
     elif source.exists():
         raise ValueError(f"{source} is neither a folder nor a .tar/.tar.gz/.zip archive")
     else:
@@ -546,13 +666,35 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], list[str]]:
     return images, ignored
 
 
-def iter_bytes(source: str | os.PathLike, names: Iterable[str]) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """Yield ``(name, data, error)`` for each wanted name of a folder or archive, in archive order for tars."""
+def damaged_archive(path: Path, error: BaseException) -> str:
+    """The message for an archive that cannot be read to its end."""
+    return (f"{path} is truncated or corrupt ({type(error).__name__}: {error}): "
+            f"copy or download it again (and compare its checksum if one is published)")
+
+
+def _too_large_file(size: int) -> tuple[str, str]:
+    return "too_large", (f"the file has {size / 2 ** 30:.1f} GiB, more than the {MAX_FILE_BYTES // 2 ** 20} MiB "
+                         f"an image file may have")
+
+
+Item = tuple[str, "bytes | None", "str | tuple[str, str] | None"]
+
+
+def iter_bytes(source: str | os.PathLike, names: Iterable[str]) -> Iterator[Item]:
+    """Yield ``(name, data, error)`` for each wanted name of a folder or archive, in archive order for tars.
+
+    ``error`` (when ``data`` is None) is a message, or ``(status, message)`` for a file too large to read.
+    Every wanted name is yielded, also when the archive breaks off before it.
+    """
     source = Path(source)
     wanted = set(names)
     if source.is_dir():
         for name in sorted(wanted):
             try:
+                size = (source / name).stat().st_size
+                if size > MAX_FILE_BYTES:
+                    yield name, None, _too_large_file(size)
+                    continue
                 yield name, (source / name).read_bytes(), None
             except OSError as error:
                 yield name, None, str(error)
@@ -560,17 +702,33 @@ def iter_bytes(source: str | os.PathLike, names: Iterable[str]) -> Iterator[tupl
         with zipfile.ZipFile(source) as archive:
             for name in sorted(wanted):
                 try:
+                    size = archive.getinfo(name).file_size
+                    if size > MAX_FILE_BYTES:
+                        yield name, None, _too_large_file(size)
+                        continue
                     yield name, archive.read(name), None
-                except (OSError, zipfile.BadZipFile, KeyError) as error:
+                except (OSError, zipfile.BadZipFile, KeyError, EOFError, zlib.error, NotImplementedError) as error:
                     yield name, None, str(error)
     else:
-        with tarfile.open(source) as archive:  # streamed in order: a .tar.gz is read once
-            for member in archive:
-                if member.name in wanted and member.isfile():
-                    try:
-                        yield member.name, archive.extractfile(member).read(), None
-                    except (OSError, tarfile.TarError) as error:
-                        yield member.name, None, str(error)
+        seen = set()
+        try:
+            with tarfile.open(source) as archive:  # streamed in order: a .tar.gz is read once
+                for member in archive:
+                    if member.name in wanted and member.isfile() and member.name not in seen:
+                        seen.add(member.name)
+                        if member.size > MAX_FILE_BYTES:
+                            yield member.name, None, _too_large_file(member.size)
+                            continue
+                        try:
+                            yield member.name, archive.extractfile(member).read(), None
+                        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
+                            yield member.name, None, str(error)
+        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
+            message = f"the archive breaks off before this file: {damaged_archive(source, error)}"
+        else:
+            message = f"not found in {source}: it ends before this member (truncated?)"
+        for name in sorted(wanted - seen):
+            yield name, None, message
 
 
 _worker_cropper: FaceCropper | None = None
@@ -589,14 +747,15 @@ def _start_worker(cropper: FaceCropper, cache_folder: str | None) -> None:
     _worker_cache = CropCache(cache_folder) if cache_folder is not None else None
 
 
-def _crop_one(item: tuple[str, bytes | None, str | None]) -> CropResult:
+def _crop_one(item: Item) -> CropResult:
     name, data, error = item
     if data is None:
-        return CropResult(name, "unreadable", notes=(error or "could not be read",))
+        status, message = error if isinstance(error, tuple) else ("unreadable", error or "could not be read")
+        return CropResult(name, status, notes=(message,))
     return crop_with_cache(_worker_cropper, data, name, _worker_cache)
 
 
-def _crop_task(items: list[tuple[str, bytes | None, str | None]]) -> list[CropResult]:
+def _crop_task(items: list[Item]) -> list[CropResult]:
     return [_crop_one(item) for item in items]
 
 
@@ -612,7 +771,7 @@ def crop_with_cache(cropper: FaceCropper, data: bytes, source: str, cache: CropC
     return result
 
 
-def _tasks(items: Iterable[tuple[str, bytes | None, str | None]], size: int) -> Iterator[list]:
+def _tasks(items: Iterable[Item], size: int) -> Iterator[list]:
     task = []
     for item in items:
         task.append(item)
@@ -623,7 +782,7 @@ def _tasks(items: Iterable[tuple[str, bytes | None, str | None]], size: int) -> 
         yield task
 
 
-def crop_many(cropper: FaceCropper, items: Iterable[tuple[str, bytes | None, str | None]], *, workers: int = 1,
+def crop_many(cropper: FaceCropper, items: Iterable[Item], *, workers: int = 1,
               cache_folder: str | os.PathLike | None = None, progress: bool = True, total: int | None = None,
               description: str = "cropping faces") -> Iterator[CropResult]:
     """``CropResult`` for every ``(name, bytes or None, read error or None)`` item, in worker processes.
@@ -656,6 +815,7 @@ def crop_many(cropper: FaceCropper, items: Iterable[tuple[str, bytes | None, str
             return ProcessPoolExecutor(size, mp_context=context, initializer=_start_worker,
                                        initargs=(cropper, cache_arg))
 
+        pool = None
         try:
             pool = new_pool()
             pending: dict = {}
@@ -663,17 +823,24 @@ def crop_many(cropper: FaceCropper, items: Iterable[tuple[str, bytes | None, str
             tasks = _tasks(items, FILES_PER_TASK)
             exhausted = False
             while True:
+                broken = False  # the pool lost a worker: every task not yet finished must run again
                 while not exhausted and len(pending) < TASKS_IN_FLIGHT * workers:
                     task = next(tasks, None)
                     if task is None:
                         exhausted = True
                         break
-                    pending[pool.submit(_crop_task, task)] = task
-                if not pending:
+                    try:
+                        pending[pool.submit(_crop_task, task)] = task
+                    except BrokenProcessPool:  # a worker died since the last wait
+                        retry.append(task)
+                        broken = True
+                        break
+                if not pending and not broken:
                     break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                broken = False
+                done = set(pending) if broken else wait(pending, return_when=FIRST_COMPLETED)[0]
                 for future in done:
+                    if broken and not future.done():
+                        continue
                     task = pending.pop(future)
                     try:
                         results = future.result()
@@ -695,6 +862,10 @@ def crop_many(cropper: FaceCropper, items: Iterable[tuple[str, bytes | None, str
                             bar.update()
                     retry.clear()
             pool.shutdown()
+        except BaseException:  # the source broke off, or Ctrl-C: stop the workers rather than leave them running
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             for key, value in saved.items():
                 if value is None:

@@ -169,11 +169,16 @@ def load_networks(path: Path | str = WEIGHTS_PATH) -> tuple[PNet, RNet, ONet]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MTCNN weights not found at {path}; rerun scripts/convert_mtcnn_weights.py")
-    with np.load(path) as archive:
-        keras = {key: archive[key] for key in archive.files}
+    from minimtl import serialization
+
+    keras = serialization.load(path)  # numbers only, never pickled code; a damaged file is a ValueError
     networks = (PNet(), RNet(), ONet())
     for name, network in zip(("pnet", "rnet", "onet"), networks):
-        network.load_state_dict(keras_to_minimtl(keras, name))
+        try:
+            network.load_state_dict(keras_to_minimtl(keras, name))
+        except (KeyError, ValueError, IndexError) as error:
+            raise ValueError(f"{path} does not hold MTCNN's weights ({name}: {error}); give the mtcnn.npz "
+                             f"that scripts/convert_mtcnn_weights.py writes, or leave out --weights") from None
         network.eval()
     return networks
 

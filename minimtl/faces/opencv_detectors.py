@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from minimtl.download import download, sha1_of, sha256_of
+from minimtl.download import DownloadError, download, sha1_of, sha256_of
 from minimtl.faces.boxes import Detections, clip_boxes
 from minimtl.faces.detector import DEFAULT_MAX_SIDE, FaceDetector, user_cache_dir
 
@@ -106,7 +106,21 @@ def model_path(model: ModelFile, path: str | os.PathLike | None = None, *, cache
         raise FileNotFoundError(
             f"{model.filename} not found: pass its path, put it in ${WEIGHTS_ENVIRONMENT_VARIABLE}, "
             f"or allow the download from {model.url} into {cache}")
-    return download(model.url, cached, sha256=model.sha256, sha1=model.sha1, progress=progress)
+    try:
+        return download(model.url, cached, sha256=model.sha256, sha1=model.sha1, progress=progress)
+    except DownloadError as error:  # offline, most often: say where the file can come from instead
+        raise DownloadError(f"{model.filename} is not on this machine and could not be downloaded ({error}): "
+                            f"pass its path (--weights), or put it in the folder ${WEIGHTS_ENVIRONMENT_VARIABLE} "
+                            f"names, or in {cache}") from error
+
+
+def _load_net(what: str, path: Path, load):
+    """``load()``, with OpenCV's error for a file that is not the model turned into a ValueError naming the file."""
+    try:
+        return load()
+    except cv2.error as error:
+        raise ValueError(f"{path} cannot be loaded as {what} ({' '.join(str(error).split())[-120:]}): "
+                         f"give the right file, or remove it to have it downloaded again") from None
 
 
 class YuNetDetector(FaceDetector):
@@ -132,7 +146,8 @@ class YuNetDetector(FaceDetector):
             raise RuntimeError(f"OpenCV {cv2.__version__} has no cv2.FaceDetectorYN: YuNet needs OpenCV 4.8 or later")
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.model = model_path(YUNET, model, cache_dir=cache_dir, allow_download=allow_download)
-        self._net = cv2.FaceDetectorYN.create(str(self.model), "", (320, 320), score_threshold, nms_threshold, 5000)
+        self._net = _load_net("YuNet's ONNX model", self.model, lambda: cv2.FaceDetectorYN.create(
+            str(self.model), "", (320, 320), score_threshold, nms_threshold, 5000))
 
     @property
     def settings(self) -> str:
@@ -185,7 +200,8 @@ class Res10Detector(FaceDetector):
         self.score_threshold = score_threshold
         self.model = model_path(RES10_WEIGHTS, model, cache_dir=cache_dir, allow_download=allow_download)
         self.prototxt = model_path(RES10_PROTOTXT, prototxt, cache_dir=cache_dir, allow_download=allow_download)
-        self._net = cv2.dnn.readNetFromCaffe(str(self.prototxt), str(self.model))
+        self._net = _load_net("the res10 Caffe model", self.model,
+                              lambda: cv2.dnn.readNetFromCaffe(str(self.prototxt), str(self.model)))
 
     @property
     def settings(self) -> str:

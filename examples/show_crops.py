@@ -15,6 +15,7 @@ import os
 import sys
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -25,20 +26,40 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minimtl import cli  # noqa: E402
+from minimtl.download import check_tar_complete  # noqa: E402
 from minimtl.faces import FaceCropper  # noqa: E402
+from minimtl.faces.crop import ImageReadError, read_image  # noqa: E402
 
+PROG = "examples/show_crops.py"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = Path(os.environ.get("MINIMTL_SHARED", REPO.parent / "shared")) / "data" / "genki4k.tar"
 
 
 def read_genki(archive: Path, numbers: list[int]) -> list[tuple[str, np.ndarray]]:
-    """``(name, BGR image)`` for GENKI-4K photos ``fileNNNN.jpg``."""
+    """``(name, BGR image)`` for GENKI-4K photos ``fileNNNN.jpg``, read as the cropper reads them (upright).
+
+    Raises ``cli.UsageError`` for a number the archive does not hold, ``ValueError`` for a damaged archive or photo.
+    """
     images = []
-    with tarfile.open(archive) as tar:
-        for number in numbers:
-            name = f"file{number:04d}.jpg"
-            data = tar.extractfile(f"genki4k/files/{name}").read()
-            images.append((name, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)))
+    try:
+        with tarfile.open(archive) as tar:
+            for number in numbers:
+                name = f"file{number:04d}.jpg"
+                try:
+                    member = tar.extractfile(f"genki4k/files/{name}")
+                except KeyError:
+                    check_tar_complete(archive)  # an archive cut short is bad data, not a wrong number
+                    raise cli.UsageError(f"--images {number}: {archive} has no genki4k/files/{name} "
+                                         f"(GENKI-4K numbers its photos 1 to 4000)") from None
+                try:
+                    image, _, _ = read_image(member.read())
+                except ImageReadError as error:
+                    raise ValueError(f"{archive}: genki4k/files/{name} cannot be used ({error})") from None
+                images.append((name, image))
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        raise ValueError(f"{archive} is not a readable tar archive ({error}): give genki4k.tar, "
+                         f"copied or downloaded again") from None
     return images
 
 
@@ -82,19 +103,21 @@ def draw_figure(images: list[tuple[str, np.ndarray]], cropper: FaceCropper, out:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Figure 2 of the paper as a PNG.")
+    parser = cli.ArgumentParser(prog=PROG, description="Figure 2 of the paper as a PNG.")
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="genki4k.tar")
-    parser.add_argument("--images", type=int, nargs="+", default=[1, 3, 50, 1000, 2500, 3900],
-                        help="GENKI-4K file numbers")
+    parser.add_argument("--images", type=cli.integer(at_least=1, at_most=9999), nargs="+",
+                        default=[1, 3, 50, 1000, 2500, 3900], help="GENKI-4K file numbers")
     parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "yunet", "res10"))
     parser.add_argument("--out", type=Path, default=Path("figure2.png"))
     args = parser.parse_args(argv)
     if not args.archive.is_file():
         parser.error(f"{args.archive} not found: pass --archive or set MINIMTL_SHARED")
+    if args.out.suffix.lower() != ".png" or args.out.is_dir():
+        parser.error(f"--out {args.out}: the figure is a PNG: give a file name ending in .png")
     out = draw_figure(read_genki(args.archive, args.images), FaceCropper(detector=args.detector), args.out)
     print(f"wrote {out}")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, prog=PROG))

@@ -9,7 +9,9 @@ told to misbehave so tests can check how the client copes:
 * ``server.drop_after = n``: announce the full ``Content-Length`` but close the
   connection after sending ``n`` bytes (a dropped connection), once per
   request until reset to None;
-* ``server.support_range = False``: ignore ``Range`` and send the whole file.
+* ``server.support_range = False``: ignore ``Range`` and send the whole file;
+* ``server.trickle = (n, seconds)``: send the body ``n`` bytes at a time with a
+  pause of ``seconds`` between writes (a slow or stalled server).
 
 Every request's path and ``Range`` header are recorded in ``server.requests``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +33,7 @@ class FileServer(ThreadingHTTPServer):
         self.files = {name: Path(path) for name, path in files.items()}
         self.drop_after: int | None = None
         self.support_range = True
+        self.trickle: tuple[int, float] | None = None
         self.requests: list[tuple[str, str | None]] = []
 
     def url(self, name: str) -> str:
@@ -70,10 +74,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         budget = self.server.drop_after
+        trickle = self.server.trickle
         with open(path, "rb") as handle:
             handle.seek(start)
             while True:
-                chunk = handle.read(1 << 16)
+                if trickle is not None:
+                    time.sleep(trickle[1])
+                chunk = handle.read(trickle[0] if trickle is not None else 1 << 16)
                 if not chunk:
                     break
                 if budget is not None:
@@ -81,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
                     budget -= len(chunk)
                 try:
                     self.wfile.write(chunk)
+                    self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 if budget is not None and budget <= 0:

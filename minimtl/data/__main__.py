@@ -5,17 +5,24 @@ already under the data root.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from pathlib import Path
 
-from ..download import ArchiveError, ChecksumError, DownloadError
+from .. import cli
 from .base import data_root
-from .fetch import DATASETS, fetch
+from .fetch import DATASETS, _source, fetch
+
+PROG = "python -m minimtl.data"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minimtl.data", description=__doc__.splitlines()[0])
+    """Run the command line; returns the exit code (0 done, 1 bad data, 2 bad usage; see ``minimtl.cli``)."""
+    return cli.run(_main, argv, prog=PROG)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--root", help="data root (default: $MINIMTL_DATA or ~/.cache/minimtl/data)")
     commands = parser.add_subparsers(dest="command", required=True)
     get = commands.add_parser("fetch", help="download (or take a local archive), verify and extract a data set")
@@ -32,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = data_root(arguments.root)
+    if root.exists() and not root.is_dir():
+        raise cli.UsageError(f"--root {root} is a file: give the folder data sets go in")
 
     if arguments.command == "list":
         print(f"data root: {root}")
@@ -41,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        folder = fetch(arguments.name, root=root, url=arguments.url, archive=arguments.archive,
-                       sha256=arguments.sha256, verify=not arguments.no_verify, force=arguments.force,
-                       keep_archive=not arguments.delete_archive, progress=not arguments.quiet)
-    except (ChecksumError, DownloadError, ArchiveError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        _source(arguments.name)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    if arguments.archive is not None and not Path(arguments.archive).expanduser().is_file():
+        raise cli.UsageError(f"--archive {arguments.archive}: no such file")
+    if arguments.url is not None and not arguments.url.startswith(("http://", "https://", "file://")):
+        raise cli.UsageError(f"--url must start with http://, https:// or file://, got {arguments.url!r}")
+    sha256 = arguments.sha256
+    if sha256 is not None and (len(sha256.strip()) != 64 or any(c not in "0123456789abcdef" for c in sha256.strip().lower())):
+        raise cli.UsageError(f"--sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    folder = fetch(arguments.name, root=root, url=arguments.url, archive=arguments.archive,
+                   sha256=sha256.strip() if sha256 else None, verify=not arguments.no_verify, force=arguments.force,
+                   keep_archive=not arguments.delete_archive, progress=not arguments.quiet)
     print(f"{arguments.name}: ready at {folder}")
     return 0
 

@@ -31,6 +31,7 @@ import re
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
@@ -93,7 +94,11 @@ class FileSource:
         if self.path.is_dir():
             self.is_archive = False
         elif self.path.is_file():
-            if not tarfile.is_tarfile(self.path):
+            try:
+                is_tar = tarfile.is_tarfile(self.path)
+            except (OSError, EOFError, zlib.error) as error:
+                raise ValueError(self._damaged(error)) from error
+            if not is_tar:
                 raise ValueError(f"{self.path} is neither a folder nor a tar archive (.tar, .tar.gz)")
             self.is_archive = True
         else:
@@ -103,12 +108,22 @@ class FileSource:
     def __repr__(self) -> str:
         return f"FileSource({str(self.path)!r})"
 
+    def _damaged(self, error: BaseException) -> str:
+        return (f"{self.path} is truncated or corrupt ({type(error).__name__}: {' '.join(str(error).split())}): "
+                f"download or copy it again (python -m minimtl.data fetch checks its checksum)")
+
     def names(self) -> list[str]:
         """Relative names of all regular files, in archive (or sorted folder) order."""
         if self._names is None:
             if self.is_archive:
-                with tarfile.open(self.path) as tar:
-                    self._names = [member.name for member in tar if member.isfile()]
+                from minimtl.download import ArchiveError, check_tar_complete
+
+                try:
+                    with tarfile.open(self.path) as tar:
+                        self._names = [member.name for member in tar if member.isfile()]
+                    check_tar_complete(self.path)  # tarfile stops silently at a cut between members
+                except _ARCHIVE_ERRORS + (ArchiveError,) as error:
+                    raise ValueError(self._damaged(error)) from error
             else:
                 self._names = sorted(
                     PurePosixPath(Path(folder, file).relative_to(self.path)).as_posix()
@@ -120,22 +135,28 @@ class FileSource:
     def read(self, name: str) -> bytes:
         """Bytes of one file.  For a compressed archive prefer :meth:`iterate`."""
         if self.is_archive:
-            with tarfile.open(self.path) as tar:
-                handle = tar.extractfile(name)
-                if handle is None:
-                    raise KeyError(f"{name} is not a regular file in {self.path.name}")
-                return handle.read()
+            try:
+                with tarfile.open(self.path) as tar:
+                    handle = tar.extractfile(name)
+                    if handle is None:
+                        raise KeyError(f"{name} is not a regular file in {self.path.name}")
+                    return handle.read()
+            except _ARCHIVE_ERRORS as error:
+                raise ValueError(self._damaged(error)) from error
         return (self.path / name).read_bytes()
 
     def iterate(self, wanted: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """Yield ``(name, bytes)`` for each wanted file, in one pass in archive order."""
         wanted = set(wanted)
         if self.is_archive:
-            with tarfile.open(self.path, mode="r|*") as tar:  # stream: one decompression pass
-                for member in tar:
-                    if member.isfile() and member.name in wanted:
-                        handle = tar.extractfile(member)
-                        yield member.name, handle.read()
+            try:
+                with tarfile.open(self.path, mode="r|*") as tar:  # stream: one decompression pass
+                    for member in tar:
+                        if member.isfile() and member.name in wanted:
+                            handle = tar.extractfile(member)
+                            yield member.name, handle.read()
+            except _ARCHIVE_ERRORS as error:
+                raise ValueError(self._damaged(error)) from error
         else:
             for name in sorted(wanted):
                 try:
@@ -165,13 +186,18 @@ class FileSource:
         else:
             digest = hashlib.sha1()
             for name in self.names():
-                info = (self.path / name).stat()
+                try:
+                    info = (self.path / name).stat()
+                except OSError:  # a dangling link or a file removed since listing: read as missing later
+                    digest.update(f"{name}:absent\n".encode())
+                    continue
                 digest.update(f"{name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
             text = f"folder:{digest.hexdigest()}"
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 ARCHIVE_SAMPLE_BYTES = 2**20  # how much of each end of an archive its identity reads
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)  # what a truncated or damaged tar raises
 
 
 # --------------------------------------------------------------------------- preprocessing

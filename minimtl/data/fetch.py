@@ -20,6 +20,7 @@ and run ``fetch utkface --archive PATH``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,9 @@ def fetch(name: str, *, root: Path | str | None = None, url: str | None = None, 
     source = _source(name)
     root = data_root(root)
     destination = root / source.folder
+    aside = destination.with_name(f".{destination.name}.partial-old")
+    if aside.is_dir() and not destination.exists():  # a replacement killed between its two renames: undo it
+        os.replace(aside, destination)
     if destination.is_dir() and not force:
         return destination
     remove_stale_partials(destination)
@@ -127,9 +131,29 @@ def fetch(name: str, *, root: Path | str | None = None, url: str | None = None, 
         downloaded = True
     if expected is None:
         log.warning("%s: no checksum to verify against; its sha256 is %s", path.name, sha256_of(path))
-    if destination.exists():  # force=True: replace the old copy only now that the archive is verified
-        shutil.rmtree(destination)
-    extract_archive(path, destination, progress=progress)
+    if destination.exists():  # force=True: the old copy is replaced only once the new one is complete
+        replace_folder(destination, lambda target: extract_archive(path, target, progress=progress))
+    else:
+        extract_archive(path, destination, progress=progress)
     if downloaded and not keep_archive:
         path.unlink()
     return destination
+
+
+def replace_folder(destination: Path, build) -> None:
+    """Replace the folder ``destination`` by the one ``build(new_path)`` makes, keeping the old one if that fails.
+
+    The new folder is built beside the old as ``.<name>.partial-new``; only when it is complete is the old one
+    moved aside (``.<name>.partial-old``), the new one renamed into place, and the old one deleted.  Both names
+    are ones :func:`~minimtl.download.remove_stale_partials` clears after an interruption.
+    """
+    staged = destination.with_name(f".{destination.name}.partial-new")
+    aside = destination.with_name(f".{destination.name}.partial-old")
+    for leftover in (staged, aside):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    remove_stale_partials(staged)  # what a killed build of the staged copy left
+    build(staged)  # raises, leaving destination as it was, if the new copy cannot be made
+    os.replace(destination, aside)
+    os.replace(staged, destination)
+    shutil.rmtree(aside, ignore_errors=True)

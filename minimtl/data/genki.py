@@ -17,7 +17,7 @@ import numpy as np
 
 from .base import Crop, FaceDataset, FileSource, load_listed, resolve_source
 
-__all__ = ["GENKI4K", "read_genki4k_labels"]
+__all__ = ["GENKI4K", "read_genki4k_labels", "unlabelled_images"]
 
 
 def read_genki4k_labels(source: FileSource) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -32,18 +32,48 @@ def read_genki4k_labels(source: FileSource) -> tuple[list[str], np.ndarray, np.n
         raise ValueError(f"{source.path} has no labels.txt; is it GENKI-4K (genki4k.tar or its folder)?")
     labels_name = min(candidates, key=len)
     prefix = PurePosixPath(labels_name).parent
-    lines = source.read(labels_name).decode("ascii").split("\n")
-    lines = [line for line in lines if line.strip()]
+    try:
+        text = source.read(labels_name).decode("ascii")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{labels_name} is not GENKI-4K's labels file: byte {error.start} is not ASCII text; "
+                         f"restore it from genki4k.tar") from None
+    # Line N describes fileN: lines are never renumbered, so a blank line inside the file would silently give
+    # every later image its neighbour's label; only the blank lines at the end are ignored.
+    lines = text.replace("\r\n", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{labels_name} is empty: restore it from genki4k.tar")
     smile = np.empty(len(lines), dtype=np.int64)
     pose = np.empty((len(lines), 3), dtype=np.float64)
     for number, line in enumerate(lines):
+        if not line.strip():
+            raise ValueError(f"{labels_name} line {number + 1} is blank: line N labels fileN, so every later "
+                             f"image would get the label of the one before it; restore the file from genki4k.tar "
+                             f"(or delete the blank line if a line was added, not emptied)")
         fields = line.split()
-        if len(fields) != 4 or fields[0] not in ("0", "1"):
+        try:
+            values = [float(value) for value in fields[1:]]
+        except ValueError:
+            values = []
+        if len(fields) != 4 or fields[0] not in ("0", "1") or len(values) != 3:
             raise ValueError(f"{labels_name} line {number + 1} is not 'smile yaw pitch roll': {line!r}")
         smile[number] = int(fields[0])
-        pose[number] = [float(value) for value in fields[1:]]
+        pose[number] = values
     images = [(prefix / "files" / f"file{number:04d}.jpg").as_posix() for number in range(1, len(lines) + 1)]
     return images, smile, pose
+
+
+def unlabelled_images(source: FileSource, images: list[str]) -> list[tuple[str, str]]:
+    """``(name, reason)`` for every image under the labels' ``files/`` folder that ``images`` (one per label
+    line) does not name: a labels.txt with fewer lines than the folder has photos leaves them without a label."""
+    if not images:
+        return []
+    folder = PurePosixPath(images[0]).parent.as_posix() + "/"
+    listed = set(images)
+    return [(name, f"no label: labels.txt has {len(images)} lines, none for this image")
+            for name in source.names()
+            if name.startswith(folder) and name.lower().endswith(".jpg") and name not in listed]
 
 
 class GENKI4K(FaceDataset):
@@ -76,8 +106,14 @@ class GENKI4K(FaceDataset):
                  load_images: bool = True, cache: bool = True, progress: bool = True):
         files = resolve_source(source, root, "genki4k", self.name, "genki4k")
         names, smile, pose = read_genki4k_labels(files)
-        load_listed(self, files, names, {"smile": smile}, crop=crop, root=root, cache=cache,
-                    load_images=load_images, progress=progress, rejected=[], extras={"pose": pose})
+        rejected = unlabelled_images(files, names)
+        present = set(files.names())
+        found = np.array([name in present for name in names], dtype=bool)
+        rejected += [(name, "missing from the source: labels.txt has a line for it, but there is no such file")
+                     for name in np.array(names)[~found].tolist()]
+        load_listed(self, files, [n for n, f in zip(names, found) if f], {"smile": smile[found]}, crop=crop,
+                    root=root, cache=cache, load_images=load_images, progress=progress, rejected=rejected,
+                    extras={"pose": pose[found]})
 
     def paper_split(self, seed: int = 0) -> tuple["GENKI4K", "GENKI4K"]:
         """The paper's split: 1000 test images, the rest (3000 of the full set) for training."""

@@ -49,7 +49,7 @@ import sys
 from typing import Callable, Sequence
 
 __all__ = ["ArgumentParser", "UsageError", "DEBUG_ENVIRONMENT_VARIABLE", "error_line", "integer", "number", "printable",
-           "run"]
+           "run", "predict_command", "train_command"]
 
 DEBUG_ENVIRONMENT_VARIABLE = "MINIMTL_DEBUG"
 USAGE_EXIT, DATA_EXIT, INTERRUPTED_EXIT = 2, 1, 130
@@ -203,3 +203,29 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
         print(f"{prog}: error: {error_line(error)}", file=sys.stderr)
         return DATA_EXIT
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+# ------------------------------------------------------------------------- the console commands pip installs
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def _example_command(script: str, command: str) -> Callable[[], int]:
+    """The console command ``command`` (pyproject.toml's ``[project.scripts]``): runs ``examples/<script>`` as is,
+    so ``minimtl-predict photo.jpg`` and ``python examples/predict.py photo.jpg`` are one program."""
+    def main() -> int:
+        import runpy
+
+        path = os.path.join(EXAMPLES, script)
+        if not os.path.isfile(path):
+            print(f"{command}: error: {path} is missing: {command} runs the examples of a source checkout "
+                  f"(pip install -e .)", file=sys.stderr)
+            return DATA_EXIT
+        sys.argv[0] = command
+        runpy.run_path(path, run_name="__main__")  # the script ends in sys.exit(cli.run(...))
+        return 0
+    main.__name__ = main.__qualname__ = command.replace("-", "_")
+    return main
+
+
+predict_command = _example_command("predict.py", "minimtl-predict")
+train_command = _example_command("train_mtl.py", "minimtl-train")

@@ -21,6 +21,7 @@ counts.
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -49,6 +50,9 @@ PAPER_ACCURACY = {  # Table 2 (%), smile on GENKI-4K, gender and age on IMDB-WIK
 
 PAPER_FPS = {"A": 20.54, "B": 13.30, "C": 12.56}
 """Table 3's frames per second."""
+
+SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "bknet-c.npz"
+"""The trained Config C that ships with the package (``scripts/export_model.py``; model card beside it)."""
 
 BLOCKS = [(32, 2), (64, 2), (128, 2), (256, 3)]
 """(filters, convolutions) of the four trunk blocks."""

@@ -100,7 +100,11 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        return cls(**json.loads(text))
+        """The configuration ``to_json`` wrote; ``ValueError`` for text that is not one (or names unknown options)."""
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"not a minimtl training configuration ({' '.join(str(error).split())})") from None
 
 
 DECAYS_PER_RUN = 10
@@ -305,8 +309,38 @@ def save_checkpoint(path: Path, model: BKNet, optimizer: SGD, config: TrainConfi
     serialization.save(state, path)
 
 
-def load_checkpoint(path: Path, model: BKNet, optimizer: SGD, average: WeightAverage | None = None) -> tuple[int, list]:
+def _checkpoint_state(path: Path) -> tuple[dict[str, np.ndarray], TrainConfig, int]:
+    """``(state, config, last finished epoch)`` of a checkpoint; ``ValueError`` naming the file if it is not one."""
     state = serialization.load(path)
+    if "config" not in state or "epoch" not in state or "history" not in state:
+        if "__config__" in state:
+            raise ValueError(f"{path} is a trained model (as model.npz is), not a training checkpoint: resuming needs "
+                             f"the checkpoint.npz that training writes after every epoch; restore it, or start a new "
+                             f"run in another --run-dir")
+        raise ValueError(f"{path} is not a minimtl training checkpoint (it has no config, epoch and history): "
+                         f"restore the run folder's checkpoint.npz, or start a new run in another --run-dir")
+    try:
+        config = TrainConfig.from_json(str(state["config"]))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return state, config, int(state["epoch"])
+
+
+def read_checkpoint(path: Path) -> tuple[TrainConfig, int]:
+    """``(configuration, number of finished epochs)`` of the checkpoint at ``path``, without building a model."""
+    _, config, epoch = _checkpoint_state(path)
+    return config, epoch + 1
+
+
+def config_differences(saved: TrainConfig, config: TrainConfig, ignore: Sequence[str] = ("epochs",)) -> list[str]:
+    """``["lr 0.01 there, 0.1 here", ...]`` for every field but ``ignore`` in which ``config`` differs from ``saved``."""
+    return [f"{f.name} {getattr(saved, f.name)!r} there, {getattr(config, f.name)!r} here"
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in ignore and getattr(saved, f.name) != getattr(config, f.name)]
+
+
+def load_checkpoint(path: Path, model: BKNet, optimizer: SGD, average: WeightAverage | None = None) -> tuple[int, list]:
+    state, _, _ = _checkpoint_state(path)
     model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
     optimizer.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("optimizer.")})
     if average is not None:
@@ -325,8 +359,19 @@ def load_model(path: str | Path) -> tuple[BKNet, TrainConfig]:
     """Rebuild a model saved by ``save_model``, in evaluation mode."""
     state = serialization.load(path)
     if "__config__" not in state:
+        if "config" in state and "epoch" in state:
+            raise ValueError(f"{path} is a training checkpoint, not a model: give the run folder's model.npz "
+                             f"(written when training finishes)")
         raise ValueError(f"{path} has no __config__ entry: it was not written by minimtl.train.save_model")
-    config = TrainConfig.from_json(str(state.pop("__config__")))
+    try:
+        config = TrainConfig.from_json(str(state.pop("__config__")))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    broken = [name for name, value in state.items() if np.issubdtype(value.dtype, np.number) and not np.isfinite(value).all()]
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                         f"{' ...' if len(broken) > 3 else ''}): the training that wrote it diverged; train again "
+                         f"(e.g. with a lower --lr) or use an earlier model")
     model = build_model(config)
     model.load_state_dict(state)
     return model.eval(), config
@@ -353,7 +398,7 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
     if resume:
         if not checkpoint.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
-        saved = TrainConfig.from_json(str(serialization.load(checkpoint)["config"]))
+        saved = read_checkpoint(checkpoint)[0]
         if config.decay_steps is None:  # keep the schedule the run started with, even if the epoch count grows
             config = dataclasses.replace(config, decay_steps=saved.decay_steps)
     config = fit_schedule(config, len(train_loader(train_data, config, 0)))
@@ -364,8 +409,9 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
     start_epoch = 0
     if saved is not None:
         if dataclasses.replace(saved, epochs=config.epochs) != config:  # only the epoch count may grow
-            raise ValueError(f"--resume: the checkpoint in {run_dir} was made with a different configuration:\n"
-                             f"{saved}\nversus now\n{config}")
+            raise ValueError(f"--resume: the checkpoint in {run_dir} was made with a different configuration ("
+                             + "; ".join(config_differences(saved, config)) + "): give the same options to "
+                             f"continue it, or choose another --run-dir for a new run")
         start_epoch, history = load_checkpoint(checkpoint, model, optimizer, average)
         start_epoch += 1
     (run_dir / "config.json").write_text(config.to_json())

@@ -74,3 +74,17 @@ def test_printable_escapes_a_file_name_that_is_not_utf8():
     line = cli.error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", name))
     line.encode("utf-8")  # would raise UnicodeEncodeError for an unescaped surrogate
     assert "caf\\xe9.jpg" in line
+
+
+def test_console_commands_run_the_example_scripts(capsys, monkeypatch):
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(cli.__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["minimtl-predict"] == "minimtl.cli:predict_command"
+    assert scripts["minimtl-train"] == "minimtl.cli:train_command"
+    for command, words in ((cli.predict_command, "--camera"), (cli.train_command, "--datasets")):
+        monkeypatch.setattr("sys.argv", ["x", "--help"])
+        with pytest.raises(SystemExit) as exit_:
+            command()
+        assert exit_.value.code == 0 and words in capsys.readouterr().out

@@ -5,9 +5,11 @@ matplotlib, moving over a blurred-noise background, one face), and each
 pipeline classifies every frame with the shipped model (or random weights
 with ``--random-weights``):
 
-* ``every frame``: detect, frame and classify every face of every frame (what ``predict.py`` did before);
-* ``tracker k=N``: ``minimtl.faces.tracking.FaceTracker``, detecting every N-th frame and following
-  the landmarks by optical flow in between, labels smoothed.
+* ``every frame``: detect, frame and classify every face of every frame, each face and its mirror image
+  (what ``predict.py`` did before);
+* ``tracker k=N``: ``minimtl.faces.tracking.FaceTracker`` as ``predict.py`` runs it on video: detecting
+  every N-th frame and following the landmarks by optical flow in between, each face classified once
+  (no mirror image: its labels are averaged over frames instead).
 
 For each it prints frames per second and where a frame's time goes (detect,
 follow, crop, classify).  YuNet needs its model file: set ``MINIMTL_WEIGHTS``
@@ -40,15 +42,14 @@ def clip(frames: int) -> list[np.ndarray]:
     return images
 
 
-def classifier(random_weights: bool):
+def classifier(random_weights: bool, flip: bool):
     from minimtl.models import SHIPPED_MODEL, BKNet
     from minimtl.train import load_model, predict
 
     if random_weights or not SHIPPED_MODEL.is_file():
-        model, flip = BKNet("C", init="he", seed=0).eval(), True
+        model = BKNet("C", init="he", seed=0).eval()
     else:
-        model, config = load_model(SHIPPED_MODEL)
-        flip = config.test_flip
+        model, _ = load_model(SHIPPED_MODEL)
     return lambda crops: predict(model, crops, flip=flip)
 
 
@@ -74,7 +75,7 @@ def main(argv=None) -> None:
     arguments = parser.parse_args(argv)
     if arguments.frames < 3:
         parser.error("--frames must be at least 3")
-    frames, classify = clip(arguments.frames), classifier(arguments.random_weights)
+    frames = clip(arguments.frames)
     print(f"{arguments.frames} frames of 640×480, one face; frames per second and milliseconds a frame per stage")
     print(f"{'detector':<8} {'pipeline':<14} {'frames/s':>9}  " + "  ".join(f"{s:>9}" for s in
                                                                        ("detect", "follow", "crop", "classify")))
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
             if shared.is_dir():
                 os.environ["MINIMTL_WEIGHTS"] = str(shared)
         for every, label in ((1, "every frame"), (arguments.detect_every, f"tracker k={arguments.detect_every}")):
-            fps, stages = run(frames, detector, every, classify)
+            fps, stages = run(frames, detector, every, classifier(arguments.random_weights, flip=every == 1))
             print(f"{detector:<8} {label:<14} {fps:>9.1f}  " + "  ".join(f"{stages[s]:>9.2f}" for s in
                                                                         ("detect", "follow", "crop", "classify")))
 

@@ -72,7 +72,7 @@ class TrainConfig:
     test_flip: bool = True
     # Evaluate and save an exponential moving average of the weights (optim.WeightAverage) with this decay; 0: the
     # last weights as trained. With 0.999 the default run (seed 0) ended 1.2 points higher on smile, 0.4 on WIKI
-    # gender and 0.85 on WIKI age, and was ahead after each of its 12 epochs (docs/results.md).
+    # gender and 0.85 on WIKI age, and was ahead in 33 of the 36 per-epoch figures (docs/results.md).
     weight_average: float = 0.999
     normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
     augment: bool = True  # random crop, flip and rotation (Section 3.1), training only

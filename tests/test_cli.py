@@ -77,8 +77,9 @@ def test_printable_escapes_a_file_name_that_is_not_utf8():
 
 
 def test_console_commands_run_the_example_scripts(capsys, monkeypatch):
-    import tomllib
     from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
     scripts = tomllib.loads((Path(cli.__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["minimtl-predict"] == "minimtl.cli:predict_command"

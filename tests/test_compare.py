@@ -126,3 +126,44 @@ def test_mistyped_seeds_or_config_is_one_line(capsys):
         error = capsys.readouterr().err.strip().splitlines()
         assert error[-1].startswith("train_mtl.py: error:") or "error:" in error[-1]
         assert "Traceback" not in "\n".join(error)
+
+
+def test_config_a_draws_as_many_faces_of_its_task_per_epoch_as_c(tmp_path):
+    """B and C fill half of every batch from each data set, so a small one (GENKI-4K's 3,000 faces against
+    WIKI's 30,494) is drawn as often as the large one in an epoch; A on the small set alone must be too."""
+    from minimtl.data import MultiTaskDataset, SyntheticFaces
+    from minimtl.train import train_loader
+
+    small, large = SyntheticFaces(30, 0, tasks=("smile",)), SyntheticFaces(300, 1, tasks=("gender", "age"))
+    train = MultiTaskDataset([small, large])
+    arguments = train_mtl.parse_arguments(["--batch-size", "10"])
+    c = train_mtl.comparison_config(arguments, compare.RUNS[-1], 0, train)
+    a = train_mtl.comparison_config(arguments, compare.Run("A-smile", "A", ("smile",)), 0, train)
+    smile_in_c = len(train_loader(train, c, 0)) * 10 / 2  # half of each balanced batch
+    smile_in_a = len(train_loader(train_mtl.single_task_part(train, "smile"), a, 0)) * 10
+    assert smile_in_a == smile_in_c == 300
+
+    class Stop(Exception):
+        pass
+
+    trained = []
+
+    def first_run_only(config, run_train, *rest, **keywords):  # what --compare would train first: A-smile
+        trained.append(len(train_loader(run_train, config, 0)) * 10)
+        raise Stop
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(train_mtl, "run_one", first_run_only)
+    monkeypatch.setattr(train_mtl, "seconds_per_step", lambda *args: 0.1)
+    try:
+        with pytest.raises(Stop):
+            train_mtl.run_comparison(dict_namespace(arguments, seeds=(0,), run_dir=tmp_path), train, train, None, "")
+    finally:
+        monkeypatch.undo()
+    assert trained == [300]
+
+
+def dict_namespace(namespace, **changes):
+    import argparse
+
+    return argparse.Namespace(**{**vars(namespace), **changes})

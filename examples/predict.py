@@ -50,12 +50,18 @@ def classify_faces(model, cropper: FaceCropper, image_bgr: np.ndarray, flip: boo
     detections, crops = cropper.crop_every_face(image_bgr)
     if len(detections) == 0:
         return []
+    probabilities = probabilities_of(model, crops, flip)
+    return [labelled(detections.boxes[i], {task: p[i] for task, p in probabilities.items()})
+            for i in range(len(detections))]
+
+
+def probabilities_of(model, crops: np.ndarray, flip: bool) -> dict[str, np.ndarray]:
+    """``{task: (K, classes)}`` for ``(K, 48, 48)`` crops; ``ValueError`` if the model gives no finite numbers."""
     probabilities = predict(model, crops, flip=flip)
     for task, p in probabilities.items():
         if not np.isfinite(p).all():  # weights that overflow: a number printed as "nan%" would be a lie
             raise ValueError(f"the model's {task} probabilities are not finite numbers: its weights are unusable")
-    return [labelled(detections.boxes[i], {task: p[i] for task, p in probabilities.items()})
-            for i in range(len(detections))]
+    return probabilities
 
 
 def labelled(box, probabilities: dict[str, np.ndarray]) -> dict:
@@ -262,14 +268,8 @@ def run_video(model, cropper, source: Path | int, out: Path, detect_every: int =
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not isinstance(source, int) else 0
     name = f"camera{source}" if isinstance(source, int) else source.name
 
-    def classify(crops):  # once per face: the average over frames takes the place of the mirror-image average
-        probabilities = predict(model, crops, flip=False)
-        for task, p in probabilities.items():
-            if not np.isfinite(p).all():
-                raise ValueError(f"the model's {task} probabilities are not finite numbers: its weights are unusable")
-        return probabilities
-
-    tracker = FaceTracker(cropper, classify, detect_every=detect_every)
+    # each face once: the average over frames takes the place of the mirror-image average
+    tracker = FaceTracker(cropper, lambda crops: probabilities_of(model, crops, flip=False), detect_every=detect_every)
     writer = None
     frames, started = 0, time.perf_counter()
     bar = tqdm(total=count or None, unit="frame", desc=name, disable=not progress, leave=False)

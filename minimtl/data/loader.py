@@ -53,8 +53,7 @@ class DataLoader:
     augment: callable ``(B, 48, 48) uint8 -> (B, 48, 48) uint8`` applied to each batch, or None.
     balance_datasets: equal share of each member data set per batch (see the module docstring).
     drop_last: skip a final batch smaller than ``batch_size``.
-    epoch_samples: make an epoch exactly this many samples long, repeating the usual order (a new
-        shuffle each time) as often as needed; None: one pass (see the module docstring).
+    epoch_samples: an epoch of exactly this many samples, the usual order repeated (reshuffled); None: one pass.
     seed: seed of the shuffling generator.
 
     ``len(loader)`` is the number of batches per epoch.

@@ -10,7 +10,9 @@ detectors behind one interface:
     boxes.py            Detections, IoU, non-maximum suppression
     crop.py             FaceCropper (detect → choose → align → crop → 48 × 48 gray),
                         reading image files robustly, the crop cache, folders and archives
-    __main__.py         ``python -m minimtl.faces crop SRC DST``
+    tracking.py         FaceTracker: faces through a video, detecting every k-th frame
+    distributed.py      the same crop on a Dask cluster (the ``distributed`` extra)
+    __main__.py         ``python -m minimtl.faces crop SRC DST [--cluster local:N | --scheduler ADDRESS]``
 
 Typical use::
 

@@ -16,13 +16,22 @@ file never stops the run; a bad command line or a source that cannot be read
 at all ends it with one line on stderr (exit code 2 or 1, see ``minimtl.cli``).  Crops are cached by file content and settings, so a
 second run over the same images is fast (``--no-cache`` to skip, ``--cache-dir``
 to move it).
+
+``--scheduler tcp://HOST:8786`` crops on a running Dask cluster instead of the local
+process pool, ``--cluster local:N`` on a Dask cluster of N worker processes started
+on this machine for the run (``pip install "minimtl[distributed]"``; see
+``minimtl.faces.distributed``).  The results are written in shards to ``DST/shards/``
+as they are done, so a run that was interrupted resumes where it stopped when it is
+run again with the same arguments; ``crops.npz`` and ``report.json`` are the same as
+those of a local run.  With ``--scheduler`` the workers must see SRC and DST under the
+same paths (a shared file system), and ``--cache-dir`` is each worker's own.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
-import os
+import re
 import sys
 from pathlib import Path
 
@@ -50,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     crop.add_argument("--weights", type=Path, default=None,
                       help="model file: mtcnn.npz, YuNet's .onnx or res10's .caffemodel (default: the packaged "
                            "MTCNN weights; for yunet/res10 $MINIMTL_WEIGHTS, the user cache, or a download)")
-    crop.add_argument("--workers", type=cli.integer(at_least=1), default=os.cpu_count() or 1)
+    crop.add_argument("--workers", type=cli.integer(at_least=1), default=None,
+                      help="local worker processes (default: one per CPU)")
+    cluster = crop.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                         help="crop on the Dask cluster of this scheduler (workers must share SRC and DST's paths)")
+    cluster.add_argument("--cluster", metavar="local:N", default=None,
+                         help="crop on a Dask cluster of N worker processes started on this machine")
     crop.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default ~/.cache/minimtl/faces)")
     crop.add_argument("--no-cache", dest="use_cache", action="store_false")
     crop.add_argument("--png", action="store_true", help="also write each crop as DST/crops/<name>.png")
@@ -100,10 +115,38 @@ def check_source(source: Path) -> None:
         raise cli.UsageError(f"{source} is neither a folder nor a .tar, .tar.gz or .zip archive")
 
 
+SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+LOCAL_CLUSTER = re.compile(r"local:(\d+)")
+
+
+def cluster_arguments(args: argparse.Namespace) -> dict | None:
+    """``crop_on_dask``'s ``scheduler=`` or ``local_workers=`` from ``--scheduler`` / ``--cluster``; None for the
+    local pool.  A malformed value is a ``cli.UsageError``."""
+    if args.scheduler is not None:
+        match = SCHEDULER_ADDRESS.fullmatch(args.scheduler)
+        if match is None or not 0 < int(match.group(3)) < 65536:
+            raise cli.UsageError(f"--scheduler {args.scheduler!r}: give the scheduler's address as tcp://HOST:PORT "
+                                 f"(`dask scheduler` prints it; the port is 8786 by default)")
+        found = {"scheduler": args.scheduler}
+    elif args.cluster is not None:
+        match = LOCAL_CLUSTER.fullmatch(args.cluster)
+        if match is None or int(match.group(1)) < 1:
+            raise cli.UsageError(f"--cluster {args.cluster!r}: give local:N, N worker processes on this machine "
+                                 f"(e.g. local:4); for a cluster of several machines use --scheduler tcp://HOST:PORT")
+        found = {"local_workers": int(match.group(1))}
+    else:
+        return None
+    if args.workers is not None:
+        raise cli.UsageError("--workers sizes the local process pool; a Dask cluster has its own workers "
+                             "(--cluster local:N)")
+    return found
+
+
 def run_crop(args: argparse.Namespace) -> dict:
     from minimtl.faces.crop import crop_images, summarize, write_atomically
 
     check_source(args.source)
+    dask_arguments = cluster_arguments(args)
     if args.weights is not None and not args.weights.is_file():
         raise cli.UsageError(f"--weights {args.weights}: no such file")
     created = not args.destination.exists()
@@ -113,8 +156,15 @@ def run_crop(args: argparse.Namespace) -> dict:
     if args.weights is not None:
         options["weights" if args.detector == "mtcnn" else "model"] = str(args.weights)
     try:
-        results, ignored = crop_images(args.source, options, workers=args.workers, cache_folder=args.cache_dir,
-                                       use_cache=args.use_cache, progress=not args.quiet)
+        if dask_arguments is None:
+            results, ignored = crop_images(args.source, options, workers=args.workers, cache_folder=args.cache_dir,
+                                           use_cache=args.use_cache, progress=not args.quiet)
+        else:
+            from minimtl.faces.distributed import crop_on_dask
+
+            results, ignored = crop_on_dask(args.source, args.destination / "shards", options, **dask_arguments,
+                                            cache_folder=args.cache_dir, use_cache=args.use_cache,
+                                            progress=not args.quiet)
     except BaseException:
         if created and not any(args.destination.iterdir()):
             args.destination.rmdir()  # leave no empty folder behind a run that wrote nothing

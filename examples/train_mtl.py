@@ -6,6 +6,7 @@
     python examples/train_mtl.py --resume --run-dir runs/config-C
     python examples/train_mtl.py --compare --seeds 0,1,2   # Table 2 over seeds: A (per task), B and C, with intervals
     python examples/train_mtl.py --synthetic --epochs 2 --limit 256   # a quick look, no real data
+    mpirun -np 2 python examples/train_mtl.py --distributed            # data-parallel over MPI (minimtl/distributed.py)
 
 Where the data come from, in order: the extracted data sets under the data root
 (``--data-root`` or ``$MINIMTL_DATA``, default ``~/.cache/minimtl/data``); the
@@ -123,6 +124,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                      help="train A (per task), B and C for every --seeds and write Table 2 with intervals "
                           "(run folder default runs/compare; finished runs are skipped, an interrupted one resumed)")
     run.add_argument("--seeds", default="0", help="--compare: comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--distributed", action="store_true",
+                     help="train data-parallel on the processes mpirun started (mpirun -np N --host a,b python "
+                          f"{PROG} --distributed ...): each takes a shard of every batch; needs "
+                          "pip install \"minimtl[distributed]\"; rank 0 alone writes and prints")
     run.add_argument("--backend", choices=["cython", "numba", "numpy"], default=None, help="kernel backend")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     arguments = parser.parse_args(argv)
@@ -169,6 +174,8 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
     unknown = [t for t in tasks if t not in TASKS]
     if not tasks or unknown:
         bad("--tasks", arguments.tasks, f"comma-separated tasks from {','.join(TASKS)}")
+    if arguments.distributed and arguments.compare:
+        parser.error("--distributed trains one run: leave out --compare (or run the comparison's runs one by one)")
     if arguments.config == "A" and len(tasks) != 1 and not arguments.compare:
         parser.error(f"--config A trains one task: give one --tasks (got {arguments.tasks})")
     for item in filter(None, arguments.task_weights.split(",")):
@@ -359,20 +366,23 @@ def check_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
 
 def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset, run_dir: Path,
             arguments: argparse.Namespace, description: str, cross_test: MultiTaskDataset | None = None,
-            resume: bool | None = None) -> dict[str, float]:
+            resume: bool | None = None, communicator=None) -> dict[str, float]:
     print(f"\nConfig {config.config}, tasks {', '.join(config.tasks)} → {run_dir}")
     train.print_class_counts()
     if resume is None:
         resume = arguments.resume and (run_dir / "checkpoint.npz").exists()
     started = time.perf_counter()
     try:
-        model, history = fit(config, train, test, run_dir, resume=resume, progress=not arguments.quiet)
+        model, history = fit(config, train, test, run_dir, resume=resume, progress=not arguments.quiet,
+                             communicator=communicator)
     except NonFiniteLoss as error:
         sys.exit(f"training stopped: {error}")
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted; every finished epoch is in {run_dir / 'checkpoint.npz'}: "
                  f"continue with the same command plus --resume --run-dir {run_dir}")
     wall = time.perf_counter() - started
+    if communicator is not None and communicator.rank != 0:  # rank 0 alone measures and writes the report
+        return {task: values["accuracy"] for task, values in history[-1]["test"].items()}
     config = TrainConfig.from_json((run_dir / "config.json").read_text())  # as run: with the fitted decay_steps
     print(f"trainable parameters: {model.num_parameters():,}")
     fps = measure_fps(model, (1, 128), seconds=2.0)
@@ -386,8 +396,46 @@ def run_one(config: TrainConfig, train: MultiTaskDataset, test: MultiTaskDataset
     return {task: values["accuracy"] for task, values in history[-1]["test"].items()}
 
 
+def distributed_communicator():
+    """``--distributed``: the MPI processes' communicator; a one-line usage error without mpi4py or mpirun."""
+    from minimtl import distributed
+
+    if not distributed.mpi_available():
+        raise cli.UsageError(f"--distributed needs mpi4py and an MPI library: {distributed.INSTALL_HINT}")
+    if not distributed.launched_by_mpirun():
+        raise cli.UsageError(f"--distributed: start the processes with mpirun, e.g. mpirun -np 2 python {PROG} "
+                             f"--distributed ... (one process is fine: mpirun -np 1)")
+    return distributed.Communicator()
+
+
 def main(argv=None) -> None:
     arguments = parse_arguments(argv)
+    if not arguments.distributed:
+        return train_and_report(arguments)
+    communicator = distributed_communicator()
+    if communicator.size == 1:
+        return train_and_report(arguments, communicator)
+    if communicator.rank != 0:
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
+    try:
+        return train_and_report(arguments, communicator)
+    except (cli.UsageError, SystemExit, NonFiniteLoss) as error:  # raised alike on every rank: rank 0 says it once
+        if communicator.rank != 0:
+            code = error.code if isinstance(error, SystemExit) else None
+            raise SystemExit(cli.USAGE_EXIT if isinstance(error, cli.UsageError) else
+                             code if isinstance(code, int) else cli.DATA_EXIT) from None
+        raise
+    except Exception as error:  # perhaps on this rank alone, while the others wait in a collective: end them all
+        if os.environ.get(cli.DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0") or "--debug" in (argv or sys.argv):
+            import traceback
+
+            traceback.print_exc()
+        print(f"{PROG}: error on rank {communicator.rank} of {communicator.size}: {cli.error_line(error)}",
+              file=sys.stderr, flush=True)
+        communicator.abort(cli.DATA_EXIT)
+
+
+def train_and_report(arguments: argparse.Namespace, communicator=None) -> None:
     if arguments.backend:
         kernels.set_backend(arguments.backend)
     config = train_config(arguments)
@@ -400,7 +448,7 @@ def main(argv=None) -> None:
                                                      else ("smile", "gender", "age"))
     print(f"data: {description}")
     if not arguments.compare:
-        run_one(config, train, test, run_dir, arguments, description, cross_test)
+        run_one(config, train, test, run_dir, arguments, description, cross_test, communicator=communicator)
         return
     run_comparison(arguments, train, test, cross_test, description)
 

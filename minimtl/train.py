@@ -10,6 +10,11 @@ stopped — to the same result as an uninterrupted run, because every epoch's
 shuffling, augmentation and dropout masks are drawn from generators seeded by
 ``(seed, epoch)`` alone.
 
+With ``communicator=`` (``minimtl.distributed``) the same loop trains one
+model data-parallel over MPI processes: each takes a shard of every global
+batch and the gradients are summed (``distributed_train_step``; the
+semantics, batch-norm's included, are in ``minimtl.distributed``).
+
 Data come in as ``minimtl.data.MultiTaskDataset``: 48×48 uint8 faces with,
 per task, ``labels (N,)`` (−1 where absent) and ``masks (N,)`` (β of Eq. 1),
 read in batches by ``minimtl.data.DataLoader``.
@@ -181,6 +186,112 @@ def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) 
     loss.backward()
     optimizer.step()
     return stats
+
+
+def shard(batch: Batch, rank: int, size: int) -> Batch:
+    """Rank ``rank``'s share of a global batch: rows ``[B·rank // size, B·(rank + 1) // size)``.
+
+    Contiguous, so each shard keeps the balanced loader's mix of data sets; the sizes differ by at most one.
+    """
+    images, labels, masks = batch
+    start, stop = len(images) * rank // size, len(images) * (rank + 1) // size
+    return (images[start:stop], {task: values[start:stop] for task, values in labels.items()},
+            {task: values[start:stop] for task, values in masks.items()})
+
+
+def shard_sizes(count: int, size: int) -> list[int]:
+    """The number of rows ``shard`` gives each of ``size`` ranks from a batch of ``count``."""
+    return [count * (rank + 1) // size - count * rank // size for rank in range(size)]
+
+
+def dropout_seed(config: TrainConfig, epoch: int, rank: int = 0) -> list[int]:
+    """The seed of an epoch's dropout masks: ``(seed, epoch, 1)``, and the rank after it on ranks other than 0
+    (so rank 0 draws what a single process draws)."""
+    return [config.seed, epoch, 1] + ([rank] if rank else [])
+
+
+def distributed_train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig, communicator,
+                           gradients=None) -> dict[str, tuple[float, float, int]]:
+    """One SGD step on the GLOBAL ``batch``, this rank computing the gradient of its ``shard`` only.
+
+    Every rank passes the same global batch.  Per task, the samples carrying
+    it (and the loss and accuracy sums) are summed over the ranks in one tiny
+    allreduce; each rank's Eq. (1) loss is re-weighted to the global count
+    (``normalize="present"``: ``Σ_i β_i^t`` over the whole batch; ``"all"``:
+    the whole batch's size), so the ranks' gradients add up to the gradient
+    of the global batch's Eq. (1).  ``λ‖W‖²`` is added on one rank only.  The
+    gradients go through ONE ``Allreduce`` of one packed float32 buffer
+    (``gradients``: a ``minimtl.distributed.GradientBuffer`` reused between
+    steps; made here if None), then every rank takes the same step.
+
+    A shard of fewer than two faces (batch-norm needs two) contributes nothing; if every shard is that small the
+    step is skipped (``{}``), as ``train_step`` skips a batch of one.  Returns the global
+    ``{task: (loss, accuracy, samples)}``; ``NonFiniteLoss`` on every rank at once if any rank's output or the
+    total loss is NaN or infinite (before updating anything).
+    """
+    from minimtl.distributed import GradientBuffer
+
+    size, rank = communicator.size, communicator.rank
+    sizes = shard_sizes(len(batch[0]), size)
+    taking = [count >= 2 for count in sizes]
+    if not any(taking):
+        return {}
+    if gradients is None:
+        gradients = GradientBuffer(model.parameters())
+    images, labels, masks = shard(batch, rank, size)
+    optimizer.zero_grad()
+    tasks = list(model.tasks)
+    # per task: samples carrying it, shard rows, loss · local denominator, correct predictions, non-finite output
+    local = np.zeros((len(tasks), 5))
+    losses = {}
+    if taking[rank]:
+        outputs = model(Tensor(images))
+        for index, task in enumerate(tasks):
+            if not np.all(np.isfinite(outputs[task].data)):
+                local[index, 4] = 1
+                continue
+            present = int(masks[task].sum())
+            losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize)
+            denominator = max(present, 1) if config.normalize == "present" else len(images)
+            correct = (outputs[task].data.argmax(1) == labels[task]) & (masks[task] == 1)
+            local[index, :4] = present, len(images), losses[task].item() * denominator, int(correct.sum())
+    total = communicator.allreduce_sum(local)
+    for index, task in enumerate(tasks):
+        if total[index, 4]:
+            raise NonFiniteLoss(f"non-finite {task} output at step {optimizer.step_count}")
+    stats, task_losses = {}, {}
+    for index, task in enumerate(tasks):
+        present, rows, loss_sum, correct = total[index, :4]
+        global_denominator = max(present, 1) if config.normalize == "present" else rows
+        if present:
+            stats[task] = (float(loss_sum / global_denominator), float(correct / present), int(present))
+        if task in losses:
+            local_denominator = max(local[index, 0], 1) if config.normalize == "present" else local[index, 1]
+            task_losses[task] = losses[task] * float(local_denominator / global_denominator)
+    regularise = rank == taking.index(True)
+    if task_losses:
+        loss = total_loss(task_losses, model.decay_parameters() if regularise else (),
+                          config.weight_decay if regularise else 0.0, config.task_weights)
+        loss.backward()
+        gradients.pack()
+        gradients.extra[0] = loss.item()
+    else:  # this rank's shard is too small to take part
+        gradients.buffer[:] = 0
+    communicator.allreduce_gradients(gradients.buffer)
+    if not math.isfinite(float(gradients.extra[0])):
+        raise NonFiniteLoss(f"non-finite total loss at step {optimizer.step_count} (task losses: "
+                            + ", ".join(f"{t} {v[0]:.4g}" for t, v in stats.items()) + ")")
+    gradients.unpack()
+    optimizer.step()
+    return stats
+
+
+def batch_norm_buffers(model) -> list[np.ndarray]:
+    """Every batch-norm's running mean and variance (the arrays themselves, to average in place)."""
+    from minimtl.nn import _BatchNorm
+
+    return [array for module in model.modules() if isinstance(module, _BatchNorm)
+            for array in (module.running_mean, module.running_var)]
 
 
 def recompute_batch_norm_statistics(model, batches) -> int:
@@ -380,7 +491,7 @@ def load_model(path: str | Path) -> tuple[BKNet, TrainConfig]:
 
 def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskDataset, run_dir: Path, *,
         resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None,
-        on_epoch_end: Callable[[BKNet, int], None] | None = None) -> tuple[BKNet, list[dict]]:
+        on_epoch_end: Callable[[BKNet, int], None] | None = None, communicator=None) -> tuple[BKNet, list[dict]]:
     """Train ``config`` on ``train_data``, evaluating on ``test_data`` after every epoch.
 
     Writes into ``run_dir``: ``config.json``, ``checkpoint.npz`` (every epoch,
@@ -389,9 +500,15 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
     ``train``/``test`` loss and accuracy, the learning rate and the time taken.
 
     ``stop_after_epoch`` ends the run early (as an interruption would; used by tests).
+    ``communicator``: a ``minimtl.distributed.Communicator`` to train data-parallel over MPI (call ``fit`` on
+    every rank alike; each rank computes the gradient of its shard of every batch, rank 0 alone evaluates and
+    writes, and every rank returns the same model and history), or ``LocalCommunicator()``, the same code path in
+    one process.  None: the plain loop.
     """
     from tqdm.auto import tqdm
 
+    distributed = communicator is not None
+    rank = communicator.rank if distributed else 0
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / "checkpoint.npz"
@@ -415,18 +532,31 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
                              f"continue it, or choose another --run-dir for a new run")
         start_epoch, history = load_checkpoint(checkpoint, model, optimizer, average)
         start_epoch += 1
-    (run_dir / "config.json").write_text(config.to_json())
+    if rank == 0:
+        (run_dir / "config.json").write_text(config.to_json())
+    if distributed:  # every rank starts from rank 0's weights (and batch-norm buffers)
+        model.load_state_dict(communicator.broadcast_state(model.state_dict()))
+        from minimtl.distributed import GradientBuffer
+
+        gradients = GradientBuffer(model.parameters())
+
+        def step(batch):
+            return distributed_train_step(model, optimizer, batch, config, communicator, gradients)
+    else:
+        def step(batch):
+            return train_step(model, optimizer, batch, config)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        model.reseed_dropout([config.seed, epoch, 1])
+        model.reseed_dropout(dropout_seed(config, epoch, rank))
         started = time.perf_counter()
         sums: dict[str, list[float]] = {task: [0.0, 0.0, 0] for task in model.tasks}
         batches = train_loader(train_data, config, epoch)
-        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=True)
+        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress or rank != 0, leave=True)
         for batch in bar:
             try:
-                stats = train_step(model, optimizer, batch, config)
+                stats = step(batch)
             except NonFiniteLoss as error:
                 raise NonFiniteLoss(f"{error} in epoch {epoch + 1}; the last good checkpoint is {checkpoint}"
                                     + ("" if checkpoint.exists() else " (none written yet)")) from None
@@ -441,26 +571,46 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
         train_seconds = time.perf_counter() - started
         if average is not None:
             average.swap()  # evaluate the averaged weights (their batch-norm statistics are recomputed for them)
+        used = 0
         if config.batch_norm_batches > 0:
-            recompute_batch_norm_statistics(model, batch_norm_loader(train_data, config, epoch))
-        merged, by_dataset = evaluate_by_dataset(model, test_data, config.test_flip)
+            bn_batches = batch_norm_loader(train_data, config, epoch)
+            if distributed:  # each rank its shards of the same batches, as in training
+                bn_batches = (shard(b, rank, communicator.size) for b in bn_batches)
+            used = recompute_batch_norm_statistics(model, bn_batches)
+        if distributed:  # every rank the same buffers: the average over the ranks
+            communicator.average_arrays(batch_norm_buffers(model), weight=used if config.batch_norm_batches > 0 else 1)
+        merged = by_dataset = None
+        if rank == 0:
+            merged, by_dataset = evaluate_by_dataset(model, test_data, config.test_flip)
         if average is not None:
             average.swap()
-        record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
-                  "steps": optimizer.step_count, "train": {}, "test": merged, "test_datasets": by_dataset}
-        for task, (loss_sum, acc_sum, count) in sums.items():
-            if count:
-                record["train"][task] = {"loss": loss_sum / count, "accuracy": acc_sum / count, "samples": int(count)}
+        record = None
+        if rank == 0:
+            record = {"epoch": epoch + 1, "lr": optimizer.current_lr, "train_seconds": train_seconds,
+                      "steps": optimizer.step_count, "train": {}, "test": merged, "test_datasets": by_dataset}
+            for task, (loss_sum, acc_sum, count) in sums.items():
+                if count:
+                    record["train"][task] = {"loss": loss_sum / count, "accuracy": acc_sum / count,
+                                             "samples": int(count)}
+        if distributed:
+            record = communicator.broadcast_object(record)
         history.append(record)
-        save_checkpoint(checkpoint, model, optimizer, config, epoch, history, average)
-        if progress:
-            print(f"epoch {epoch + 1}: " + ", ".join(
-                f"{t} test {100 * r['accuracy']:.2f}%" for t, r in record["test"].items()) + f" ({train_seconds:.0f} s)")
+        if rank == 0:
+            save_checkpoint(checkpoint, model, optimizer, config, epoch, history, average)
+            if progress:
+                print(f"epoch {epoch + 1}: " + ", ".join(
+                    f"{t} test {100 * r['accuracy']:.2f}%" for t, r in record["test"].items())
+                    + f" ({train_seconds:.0f} s)")
         if on_epoch_end is not None:
             on_epoch_end(model, epoch)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
+            if distributed:
+                communicator.barrier()  # the checkpoint is written when fit returns on any rank
             return model, history
     if average is not None:
         average.swap()  # the model returned and saved is the one evaluated: the averaged weights
-    save_model(model, config, run_dir / "model.npz")
+    if rank == 0:
+        save_model(model, config, run_dir / "model.npz")
+    if distributed:
+        communicator.barrier()
     return model, history

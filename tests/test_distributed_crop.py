@@ -55,14 +55,19 @@ def scheduler():
     the boxes would differ in their last bits).  A task is given up (KilledWorker) as soon as one worker died
     running it, rather than after Dask's default of three more, to keep the killed-worker test short."""
     from minimtl.faces.crop import SINGLE_THREAD_ENVIRONMENT
+    from minimtl.faces.distributed import restore_environment
 
+    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENVIRONMENT}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                           "distributed.nanny.pre-spawn-environ": dict(SINGLE_THREAD_ENVIRONMENT)}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                            dashboard_address=None,
                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-    with cluster:
-        yield cluster.scheduler_address
+    try:
+        with cluster:
+            yield cluster.scheduler_address
+    finally:
+        restore_environment(saved)  # the nanny left the one-thread variables in this process's environment
 
 
 def assert_same(results, expected):
@@ -181,3 +186,16 @@ def test_without_dask_one_line_says_what_to_install(photos, tmp_path, capsys, mo
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and 'pip install "minimtl[distributed]"' in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_was(photos, tmp_path, monkeypatch):
+    """The nanny writes the workers' one-thread variables into the driver's environment before each spawn;
+    left there, Numba and OpenBLAS in the driver would start later thread pools on one thread."""
+    from minimtl.faces.crop import SINGLE_THREAD_ENVIRONMENT
+
+    for key in SINGLE_THREAD_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    crop_on_dask(photos, tmp_path / "shards", local_workers=1, files_per_shard=100, progress=False)
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert not [key for key in SINGLE_THREAD_ENVIRONMENT if key != "OMP_NUM_THREADS" and key in os.environ]

@@ -203,6 +203,20 @@ def crop_files(source: str, names: list[str], cropper_class: type = FaceCropper,
 
 
 # -------------------------------------------------------------------------------- the driver
+def restore_environment(saved: dict[str, str | None]) -> None:
+    """Put back the variables ``saved`` (``{name: value or None}``) in this process's environment.
+
+    A nanny applies ``distributed.nanny.pre-spawn-environ`` to the environment of the process that runs it
+    (here: the driver) before it spawns a worker, and leaves it there; Numba and OpenBLAS in the driver would
+    then start their thread pools on one thread for the rest of the process.
+    """
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _local_cluster(distributed, workers: int):
     import dask
 
@@ -274,6 +288,7 @@ def crop_on_dask(source: str | os.PathLike, shard_folder: str | os.PathLike, cro
     bar = tqdm(total=len(names), initial=len(names) - sum(len(shards[i]) for i in todo), unit="image",
                desc="cropping faces on Dask", disable=not progress)
     cluster = client = None
+    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENVIRONMENT}  # see restore_environment
     try:
         if todo:
             if local_workers is not None:
@@ -292,6 +307,7 @@ def crop_on_dask(source: str | os.PathLike, shard_folder: str | os.PathLike, cro
             client.close()
         if cluster is not None:
             cluster.close()
+            restore_environment(saved)
     results = []
     for index, shard in enumerate(shards):
         path = shard_path(shard_folder, index)

@@ -14,7 +14,6 @@ among those the detector found, with the shipped weights' predictions and accura
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ import numpy as np
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from minimtl import serialization  # noqa: E402
+from minimtl import cli, serialization  # noqa: E402
 from minimtl.data import GENKI4K, IMDBWIKI, UTKFace, MultiTaskDataset  # noqa: E402
 from minimtl.metrics import confusion_matrix, majority_share  # noqa: E402
 from minimtl.models import SHIPPED_MODEL, TASK_CLASS_NAMES  # noqa: E402
@@ -54,7 +53,7 @@ def accuracies(model, config, split) -> dict[str, dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="scripts/export_model.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a finished run folder of examples/train_mtl.py")
     parser.add_argument("--out", type=Path, default=SHIPPED_MODEL, help=f"default {SHIPPED_MODEL}")
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("MINIMTL_SHARED", REPOSITORY.parent / "shared")))
@@ -62,6 +61,10 @@ def main(argv=None) -> None:
     parser.add_argument("--command", default="python examples/train_mtl.py",
                         help="the command that trained the run, for the card")
     arguments = parser.parse_args(argv)
+    if not (arguments.run_dir / "model.npz").is_file():
+        raise cli.UsageError(f"{arguments.run_dir} holds no model.npz: give a finished run folder of train_mtl.py")
+    if arguments.out.suffix != ".npz" or arguments.out.is_dir():
+        raise cli.UsageError(f"--out {arguments.out}: give a file name ending in .npz")
     model, config = load_model(arguments.run_dir / "model.npz")
     state = {name: value.astype(np.float16) if value.dtype == np.float32 else value
              for name, value in model.state_dict().items()}
@@ -155,4 +158,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, prog="scripts/export_model.py"))

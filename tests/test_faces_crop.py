@@ -396,13 +396,18 @@ def test_a_small_16000_pixel_16_bit_png_is_refused_without_spending_gigabytes(tm
     assert status == "too_large" and int(megabytes) < 100, megabytes
 
 
-def test_a_truncated_archive_names_every_file_it_cannot_reach(face_jpeg, tmp_path):
-    archive = tmp_path / "photos.tar"
-    with tarfile.open(archive, "w") as tar:
-        for number in range(4):
+def tar_of_photos(path, photo: bytes, count: int, mode: str = "w"):
+    """``path``: a tar (``mode`` "w" or "w:gz") of ``count`` copies of ``photo`` named ``photos/<n>.jpg``."""
+    with tarfile.open(path, mode) as tar:
+        for number in range(count):
             info = tarfile.TarInfo(f"photos/{number}.jpg")
-            info.size = len(face_jpeg)
-            tar.addfile(info, io.BytesIO(face_jpeg))
+            info.size = len(photo)
+            tar.addfile(info, io.BytesIO(photo))
+    return path
+
+
+def test_a_truncated_archive_names_every_file_it_cannot_reach(face_jpeg, tmp_path):
+    archive = tar_of_photos(tmp_path / "photos.tar", face_jpeg, 4)
     whole = archive.read_bytes()
     from minimtl.faces.crop import iter_bytes
 
@@ -423,12 +428,7 @@ def test_a_truncated_archive_names_every_file_it_cannot_reach(face_jpeg, tmp_pat
 
 
 def test_a_truncated_tar_gz_source_is_one_error_naming_the_file(face_jpeg, tmp_path, capsys):
-    archive = tmp_path / "photos.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for number in range(3):
-            info = tarfile.TarInfo(f"photos/{number}.jpg")
-            info.size = len(face_jpeg)
-            tar.addfile(info, io.BytesIO(face_jpeg))
+    archive = tar_of_photos(tmp_path / "photos.tar.gz", face_jpeg, 3, "w:gz")
     archive.write_bytes(archive.read_bytes()[:-2000])
     assert cli_main(["crop", str(archive), str(tmp_path / "out"), "--quiet", "--workers", "1", "--no-cache"]) == 1
     err = capsys.readouterr().err

@@ -81,3 +81,11 @@ class _Faces:
     def __init__(self, images):
         self.images = images
         self.labels = {"smile": None, "gender": None, "age": None}
+
+
+def test_export_refuses_a_folder_without_a_model_in_one_line(tmp_path, capsys):
+    from minimtl import cli
+
+    assert cli.run(export_model.main, [str(tmp_path)], prog="export_model.py") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no model.npz" in err

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from minimtl import kernels
 from minimtl.kernels import numpy_backend as reference
+from minimtl.kernels.compiled import PARALLEL_MIN_VALUES as SHIPPED_PARALLEL_MIN_VALUES
 
 pytestmark = pytest.mark.kernels
 
@@ -463,6 +464,9 @@ def test_the_cut_off_picks_the_serial_or_parallel_loop(name, monkeypatch):
     module = load_backend(name)
     from minimtl.kernels import compiled
 
+    # The module-scoped ``backend`` fixture may still hold its "threaded" cut-off of 0 when this test runs after it
+    # (pytest keeps a module-scoped fixture until its parameter changes): start from the cut-off as shipped.
+    monkeypatch.setattr(compiled, "PARALLEL_MIN_VALUES", SHIPPED_PARALLEL_MIN_VALUES)
     seen = []
     loops = module.im2col.__self__.loops  # the CompiledBackend behind the module's functions
     original = loops.im2col_channels_last

@@ -3,7 +3,7 @@
 Everything about the package lives in pyproject.toml; this file only adds the
 Cython extensions built from ``kernels/*.pyx``.  If Cython or a C compiler is
 missing the package still installs: minimtl falls back to its Numba or NumPy
-kernels with a one-line warning (see ``minimtl/backend.py``).
+kernels with a one-line warning (see ``minimtl/kernels/__init__.py``).
 """
 import glob
 import os

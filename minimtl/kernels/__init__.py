@@ -14,8 +14,8 @@ beat the NumPy ways (im2col, two ops, NumPy reductions):
     loops compiled by ``setup.py`` from ``kernels/cython_kernels.pyx``, OpenMP
     over the batch (``minimtl/kernels/cython_backend.py``); the default when built.
 ``numba``
-    the same loops as ``@njit`` Python (``minimtl/kernels/numba_backend.py``),
-    compiled at first use and cached.
+    the same loops as ``@njit`` Python (``minimtl/kernels/numba_loops.py``, put
+    under the contract's names by ``numba_backend.py``), compiled at first use and cached.
 ``numpy``
     the reference, plain NumPy (``minimtl/kernels/numpy_backend.py``).
 
@@ -26,6 +26,15 @@ same shapes and values as the reference.
 Choose with the environment variable ``MINIMTL_BACKEND`` or
 ``minimtl.kernels.set_backend(name)``.  ``get_backend()`` returns the module in
 use.  Layers call ``minimtl.kernels.im2col(...)`` etc., which forward to it.
+Nothing is loaded at import: the first kernel call (or ``get_backend()``)
+loads the backend that ``MINIMTL_BACKEND`` names, or the fastest.
+
+Loading a compiled backend sets ``OMP_WAIT_POLICY=PASSIVE`` unless the
+environment already sets it (``load_openmp_quietly``): OpenMP threads that
+finished a parallel loop otherwise spin, waiting for the next one, and on a
+2-core machine fight OpenBLAS's threads for the cores (a batch-1 forward pass
+ran 12x slower than with NumPy alone).  libgomp reads the variable once, when
+the Cython extension or Numba's OpenMP layer loads it, so it is set just before.
 """
 from __future__ import annotations
 
@@ -44,8 +53,20 @@ BACKEND_MODULES = {
 }
 PREFERENCE = ["cython", "numba", "numpy"]
 
-_current: ModuleType = numpy_backend
+_current: ModuleType | None = None  # the backend's module, loaded at first use (_backend)
 _current_name = "numpy"
+_kernels = numpy_backend  # what the contract functions below call: the module, or a compiled backend's ``kernels``
+
+
+def load_openmp_quietly() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless set: idle OpenMP threads then sleep instead of spinning (see the module)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _import(name: str) -> ModuleType:
+    if name != "numpy":
+        load_openmp_quietly()
+    return importlib.import_module(BACKEND_MODULES[name])
 
 
 def available_backends() -> list[str]:
@@ -53,7 +74,7 @@ def available_backends() -> list[str]:
     names = []
     for name in PREFERENCE:
         try:
-            importlib.import_module(BACKEND_MODULES[name])
+            _import(name)
         except ImportError:
             continue
         names.append(name)
@@ -65,105 +86,114 @@ def set_backend(name: str) -> str:
 
     Returns the name of the backend actually in use.
     """
-    global _current, _current_name
+    global _current, _current_name, _kernels
     if name not in BACKEND_MODULES:
         raise ValueError(f"unknown kernel backend {name!r}; choose one of {sorted(BACKEND_MODULES)}")
     candidates = [name] + [n for n in PREFERENCE if n != name and PREFERENCE.index(n) > PREFERENCE.index(name)]
     for candidate in candidates:
         try:
-            module = importlib.import_module(BACKEND_MODULES[candidate])
+            module = _import(candidate)
         except ImportError as error:
             warnings.warn(f"minimtl: kernel backend {candidate!r} unavailable ({error}); falling back", RuntimeWarning, stacklevel=2)
             continue
-        _current, _current_name = module, candidate
+        _current, _current_name, _kernels = module, candidate, getattr(module, "kernels", module)
         return candidate
-    _current, _current_name = numpy_backend, "numpy"
+    _current, _current_name, _kernels = numpy_backend, "numpy", numpy_backend
     return "numpy"
 
 
 def get_backend() -> ModuleType:
-    """The module of the backend in use."""
+    """The module of the backend in use (loaded now if no kernel has run yet)."""
+    if _current is None:
+        set_backend(os.environ.get("MINIMTL_BACKEND", PREFERENCE[0]))
     return _current
 
 
 def backend_name() -> str:
+    """The name of the backend in use: "cython", "numba" or "numpy"."""
+    get_backend()
     return _current_name
 
 
+def _backend():
+    """What the contract functions call: loaded at first use."""
+    if _current is None:
+        get_backend()
+    return _kernels
+
+
 def im2col(x, kernel, stride, padding):
-    return _current.im2col(x, kernel, stride, padding)
+    return _backend().im2col(x, kernel, stride, padding)
 
 
 def col2im(cols, x_shape, kernel, stride, padding):
-    return _current.col2im(cols, x_shape, kernel, stride, padding)
+    return _backend().col2im(cols, x_shape, kernel, stride, padding)
 
 
 def max_pool2d_forward(x, kernel, stride, padding):
-    return _current.max_pool2d_forward(x, kernel, stride, padding)
+    return _backend().max_pool2d_forward(x, kernel, stride, padding)
 
 
 def max_pool2d_backward(grad_out, indices, x_shape):
-    return _current.max_pool2d_backward(grad_out, indices, x_shape)
+    return _backend().max_pool2d_backward(grad_out, indices, x_shape)
 
 
 def shifted_matmul(rows, weights, offsets, count):
-    return _current.shifted_matmul(rows, weights, offsets, count)
+    return _backend().shifted_matmul(rows, weights, offsets, count)
 
 
 def shifted_matmul_grad_weights(rows, grad, offsets):
-    return _current.shifted_matmul_grad_weights(rows, grad, offsets)
+    return _backend().shifted_matmul_grad_weights(rows, grad, offsets)
 
 
 def winograd_input_transform(x, tile=2):
-    return _current.winograd_input_transform(x, tile)
+    return _backend().winograd_input_transform(x, tile)
 
 
 def winograd_output_transform(products, tiles_hw, out=None, tile=2):
-    return _current.winograd_output_transform(products, tiles_hw, out, tile)
+    return _backend().winograd_output_transform(products, tiles_hw, out, tile)
 
 
 def winograd_output_transform_grad(grad, tile=2):
-    return _current.winograd_output_transform_grad(grad, tile)
+    return _backend().winograd_output_transform_grad(grad, tile)
 
 
 def winograd_input_transform_grad(grad_tiles, tiles_hw, tile=2):
-    return _current.winograd_input_transform_grad(grad_tiles, tiles_hw, tile)
+    return _backend().winograd_input_transform_grad(grad_tiles, tiles_hw, tile)
 
 
 def channel_sums(x_rows, shift):
-    return _current.channel_sums(x_rows, shift)
+    return _backend().channel_sums(x_rows, shift)
 
 
 def batch_norm_relu_forward(x_rows, mean, scale, shift, out=None):
-    return _current.batch_norm_relu_forward(x_rows, mean, scale, shift, out)
+    return _backend().batch_norm_relu_forward(x_rows, mean, scale, shift, out)
 
 
 def batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std):
-    return _current.batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std)
+    return _backend().batch_norm_relu_sums(grad_rows, x_rows, y_rows, mean, inv_std)
 
 
 def batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale, out=None):
-    return _current.batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale, out)
+    return _backend().batch_norm_relu_backward(grad_rows, x_rows, y_rows, mean, inv_std, mean_g, mean_gx, scale, out)
 
 
 def fast_batch_norm_relu() -> bool:
     """Whether the backend in use has compiled batch-norm + ReLU kernels (``FAST_BATCH_NORM_RELU``)."""
-    return bool(getattr(_current, "FAST_BATCH_NORM_RELU", False))
+    return bool(getattr(_backend(), "FAST_BATCH_NORM_RELU", False))
 
 
 def fast_channel_sums() -> bool:
     """Whether the backend in use computes batch-norm's statistics with compiled ``channel_sums`` (``FAST_CHANNEL_SUMS``)."""
-    return bool(getattr(_current, "FAST_CHANNEL_SUMS", False))
+    return bool(getattr(_backend(), "FAST_CHANNEL_SUMS", False))
 
 
 def fast_winograd() -> bool:
     """Whether the backend in use has compiled Winograd tile transforms that beat im2col (``FAST_WINOGRAD``)."""
-    return bool(getattr(_current, "FAST_WINOGRAD", False))
+    return bool(getattr(_backend(), "FAST_WINOGRAD", False))
 
 
 def fast_shifted_matmul() -> bool:
     """Whether the backend in use has compiled shifted products (``FAST_SHIFTED_MATMUL``)."""
-    return bool(getattr(_current, "FAST_SHIFTED_MATMUL", False))
+    return bool(getattr(_backend(), "FAST_SHIFTED_MATMUL", False))
 
-
-set_backend(os.environ.get("MINIMTL_BACKEND", PREFERENCE[0]))

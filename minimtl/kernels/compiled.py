@@ -1,7 +1,7 @@
 """The NCHW contract around compiled loops, shared by the Cython and Numba backends.
 
 The compiled loops (``kernels/cython_kernels.pyx`` and the ``@njit`` functions
-in ``numba_backend.py``) only take C-contiguous arrays in one of two layouts:
+in ``numba_loops.py``) only take C-contiguous arrays in one of two layouts:
 *planar* ``(N, C, H, W)`` or *channels-last* ``(N, H, W, C)``.  This module
 checks the arguments, picks the layout that reads the input in memory order,
 allocates the outputs and hands back arrays with the exact shapes and values
@@ -19,19 +19,10 @@ the strides differ from the reference):
 """
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
-
-# OpenMP threads that finished a parallel loop spin, waiting for the next one.
-# On a 2-core machine they then fight OpenBLAS's threads for the cores: a batch-1
-# forward pass ran 12x slower than with NumPy alone.  "passive" makes them sleep
-# instead.  libgomp reads this once, when it is loaded, which is when the Cython
-# extension or Numba's OpenMP layer is first imported: so set it here, before
-# either, unless the user chose otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from minimtl import parallel
 from minimtl.kernels.numpy_backend import output_size, winograd_matrices
@@ -181,18 +172,23 @@ CONTRACT = ("im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "sh
 FAST_FLAGS = ("FAST_SHIFTED_MATMUL", "FAST_WINOGRAD", "FAST_BATCH_NORM_RELU", "FAST_CHANNEL_SUMS")
 
 
-def backend_exports(loops) -> dict[str, object]:
-    """What a compiled backend module exports: the ``CONTRACT`` functions running ``loops``, and every flag True.
+def contract_getattr(backend: "CompiledBackend", module_name: str):
+    """A module-level ``__getattr__`` for a compiled backend module: its ``CONTRACT`` names and flags are ``backend``'s.
 
-    ``cython_backend.py`` and ``numba_backend.py`` put these into their
-    namespace, so ``cython_backend.im2col`` is ``CompiledBackend(loops).im2col``.
+    So ``cython_backend.im2col`` is ``cython_backend.kernels.im2col``, and
+    ``cython_backend.FAST_WINOGRAD`` is True, without copying names into the module.
     """
-    backend = CompiledBackend(loops)
-    return {**{name: getattr(backend, name) for name in CONTRACT}, **dict.fromkeys(FAST_FLAGS, True)}
+
+    def module_getattr(name: str):
+        if name in CONTRACT or name in FAST_FLAGS:
+            return getattr(backend, name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return module_getattr
 
 
 class CompiledBackend(SimpleNamespace):
-    """The contract functions, running the loops of ``loops``.
+    """The contract functions, running the loops of ``loops`` (and every ``FAST_*`` flag True).
 
     ``loops`` has ``im2col_planar``, ``im2col_channels_last``,
     ``col2im_channels_last``, ``max_pool_forward_planar``,
@@ -206,6 +202,8 @@ class CompiledBackend(SimpleNamespace):
     tile-domain arrays ``(α², tiles, C)``, the tile size (2 or 4) and a keyword
     ``threads`` too.
     """
+
+    FAST_SHIFTED_MATMUL = FAST_WINOGRAD = FAST_BATCH_NORM_RELU = FAST_CHANNEL_SUMS = True  # see FAST_FLAGS
 
     def __init__(self, loops) -> None:
         super().__init__(loops=loops)

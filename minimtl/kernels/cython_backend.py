@@ -9,10 +9,9 @@ backend with a one-line warning.  Checks and layout choice live in
 """
 from __future__ import annotations
 
-from minimtl.kernels.compiled import backend_exports  # first: it sets OMP_WAIT_POLICY before OpenMP loads
+from minimtl.kernels import cython_kernels  # ImportError when the extension was not built
+from minimtl.kernels.compiled import CONTRACT, FAST_FLAGS, CompiledBackend, contract_getattr
 
-from minimtl.kernels import cython_kernels as loops  # ImportError when the extension was not built  # noqa: E402
-
-_exports = backend_exports(loops)  # im2col, col2im, ... (compiled.CONTRACT), and FAST_WINOGRAD etc. = True
-globals().update(_exports)
-__all__ = list(_exports)
+kernels = CompiledBackend(cython_kernels)  # the contract's functions (im2col, col2im, ...) running the Cython loops
+__all__ = [*CONTRACT, *FAST_FLAGS]
+__getattr__ = contract_getattr(kernels, __name__)  # cython_backend.im2col is kernels.im2col

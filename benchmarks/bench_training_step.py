@@ -67,10 +67,11 @@ class MinimtlEngine:
     """
 
     def __init__(self, backend: str, batch: int, seed: int = 0, serial: bool = False):
-        from minimtl import kernels, losses, optim, parallel
+        from minimtl import kernels, losses, memory, optim, parallel
         from minimtl.autograd import Tensor, no_grad
         from minimtl.models import BKNet
 
+        memory.apply_default()  # as minimtl.train.fit does
         self.name, self.backend = f"minimtl-{backend}" + ("-serial" if serial else ""), backend
         self.parallel, self.serial, self.default_workers = parallel, serial, parallel.threads()
         self.kernels, self.losses, self.Tensor, self.no_grad = kernels, losses, Tensor, no_grad

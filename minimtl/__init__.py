@@ -14,17 +14,12 @@ A tour, in reading order:
     serialization.py  save/load weights as .npz
     gradcheck.py      numerical gradient checks
     parallel.py       convolution chunks and element-wise passes on every core
-    memory.py         reuse freed memory (glibc) instead of page-faulting fresh pages
+    memory.py         reuse freed memory (glibc) instead of page-faulting fresh pages (memory.apply_default())
 """
-from minimtl import memory
-
-if memory.wanted():
-    memory.keep_freed_memory()  # large temporaries reuse memory instead of page-faulting fresh pages
-
-from minimtl.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor  # noqa: E402
-from minimtl.ops import concat  # noqa: E402
-from minimtl.serialization import load, save  # noqa: E402
-from minimtl import functional, losses, nn, optim  # noqa: E402  (mt.nn.Conv2d after `import minimtl as mt`)
+from minimtl.autograd import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor
+from minimtl.ops import concat
+from minimtl.serialization import load, save
+from minimtl import functional, losses, nn, optim  # mt.nn.Conv2d after `import minimtl as mt`
 
 __version__ = "0.1.0"
 

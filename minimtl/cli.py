@@ -48,6 +48,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from minimtl import memory
+
 __all__ = ["ArgumentParser", "UsageError", "DEBUG_ENVIRONMENT_VARIABLE", "error_line", "integer", "number", "printable",
            "run", "predict_command", "train_command"]
 
@@ -174,6 +176,7 @@ def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
     _safe_streams()
+    memory.apply_default()  # every tool: large temporaries reuse freed memory (minimtl/memory.py)
     try:
         code = main(argv)
     except SystemExit as exit_:

@@ -16,10 +16,12 @@ with this module's setting and 1897 ms without, with the same peak memory
 (``mallopt(M_MMAP_THRESHOLD)``, ``mallopt(M_TRIM_THRESHOLD)``), as a caching
 allocator would: large blocks then come from the heap and go back to it, and
 are reused.  The cost is that the process keeps its peak memory until it
-exits.  ``import minimtl`` calls it unless the environment variable
-``MINIMTL_KEEP_FREED_MEMORY`` is ``0``, or the user already tuned glibc with
-``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``.  On other C
-libraries it does nothing.
+exits, so ``import minimtl`` does not do it: ``apply_default()`` does, and
+the heavy entry points call it (every command-line tool through
+``minimtl.cli.run``, ``minimtl.train.fit``, the benchmarks), unless the
+environment variable ``MINIMTL_KEEP_FREED_MEMORY`` is ``0``, or the user
+already tuned glibc with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``.
+On other C libraries it does nothing.
 """
 from __future__ import annotations
 
@@ -51,7 +53,12 @@ def keep_freed_memory() -> bool:
 
 
 def wanted() -> bool:
-    """Whether ``import minimtl`` should call ``keep_freed_memory``: see the module's docstring."""
+    """Whether ``apply_default`` should call ``keep_freed_memory``: see the module's docstring."""
     if os.environ.get("MINIMTL_KEEP_FREED_MEMORY", "1").strip() == "0":
         return False
     return not any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+
+
+def apply_default() -> bool:
+    """``keep_freed_memory()`` if ``wanted()``; True if the thresholds are raised."""
+    return keep_freed_memory() if wanted() else _applied

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from minimtl import serialization
+from minimtl import memory, serialization
 from minimtl.autograd import Tensor, no_grad
 from minimtl.data import Augment, DataLoader, MultiTaskDataset, normalize
 from minimtl.losses import masked_cross_entropy, total_loss
@@ -507,6 +507,7 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
     """
     from tqdm.auto import tqdm
 
+    memory.apply_default()  # a training step's large temporaries reuse freed memory (minimtl/memory.py)
     distributed = communicator is not None
     rank = communicator.rank if distributed else 0
     run_dir = Path(run_dir)

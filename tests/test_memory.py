@@ -1,4 +1,4 @@
-"""minimtl.memory: glibc's thresholds raised at import, unless the user says otherwise."""
+"""minimtl.memory: glibc's thresholds raised by apply_default() (the tools and fit call it), unless the user says otherwise."""
 import platform
 import subprocess
 import sys
@@ -31,7 +31,8 @@ def large_block_is_on_the_heap(keep: str) -> bool:
     """
     program = """
 import numpy as np
-import minimtl
+from minimtl import memory
+memory.apply_default()
 block = np.empty(16 * 2**20, np.float32)
 address = block.ctypes.data
 for line in open("/proc/self/maps"):

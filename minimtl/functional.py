@@ -1,4 +1,4 @@
-"""Layers as functions: convolution, pooling, batch-norm, dropout, linear, PReLU, softmax.
+"""Layers as functions: pooling, batch-norm, dropout, linear, PReLU, softmax (convolution: ``minimtl/conv/``).
 
 Each is a ``Function`` with forward and backward side by side (or, where
 that is simpler and just as fast, a composition of primitives from

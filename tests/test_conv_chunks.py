@@ -72,7 +72,8 @@ def test_every_chunk_size_gives_the_definition(backend, method, batch, chunk_ima
     upstream = random_array((batch, 2, oh, ow), seed + 3)
 
     with conv.settings(method=method, chunk_bytes=budgets) as chosen:
-        assert conv.conv_chunk_size(x.shape, kernel, (oh, ow), 8, chosen.chunk_bytes_for(conv.IM2COL)) == min(batch, chunk_images)
+        im2col_budget = chosen.chunk_bytes_for(conv.IM2COL)
+        assert conv.conv_chunk_size(x.shape, kernel, (oh, ow), 8, im2col_budget) == min(batch, chunk_images)
         y, grad_x, grad_w, grad_b = run_conv(x, weight, bias, stride, (pad, pad), upstream)
     np.testing.assert_allclose(y, direct_conv2d(x, weight, bias, stride, padding), rtol=1e-12, atol=1e-12)
     expected_x, expected_w = direct_gradients(x, weight, stride, padding, upstream)

@@ -108,7 +108,8 @@ def settings(method: str | None = None, chunk_bytes: int | Mapping[str, int] | N
         given = dict.fromkeys(ALGORITHMS, chunk_bytes) if not isinstance(chunk_bytes, Mapping) else dict(chunk_bytes)
         for name, budget in given.items():
             if name not in ALGORITHMS:
-                raise ValueError(f"chunk_bytes names an unknown algorithm {name!r}; the algorithms are {tuple(ALGORITHMS)}")
+                raise ValueError(f"chunk_bytes names an unknown algorithm {name!r}; "
+                                 f"the algorithms are {tuple(ALGORITHMS)}")
             if int(budget) != budget or budget < 1:
                 raise ValueError(f"chunk_bytes must be a positive integer, got {budget!r} for {name!r}")
             budgets[name] = int(budget)

@@ -24,7 +24,7 @@ def chunk_bounds(images: int, chunk: int) -> list[tuple[int, int]]:
 
 
 def add_bias_and_relu(rows: np.ndarray, bias: np.ndarray | None, relu: bool) -> None:
-    """In place on a chunk's output rows ``(m·OH·OW, F)`` while they are in cache: ``+ bias``, then ``relu`` if asked."""
+    """In place on a chunk's output rows ``(m·OH·OW, F)``, while they are in cache: ``+ bias``, then ReLU if asked."""
     if bias is not None:
         rows += bias
     if relu:

@@ -130,7 +130,8 @@ class ReferenceConv2d(Function):
         f, kernel = weight.shape[0], weight.shape[2:]
         g = grad.transpose(1, 0, 2, 3).reshape(f, -1)  # G = ∂L/∂Y  (F, N·OH·OW)
         grad_w = (g @ cols.T).reshape(weight.shape)  # ∂L/∂W₂ = G @ colsᵀ
-        grad_x = col2im(weight.reshape(f, -1).T @ g, ctx.x_shape, kernel, ctx.stride, ctx.padding)  # col2im(W₂ᵀ @ G)
+        grad_cols = weight.reshape(f, -1).T @ g  # ∂L/∂cols = W₂ᵀ @ G  (C·KH·KW, N·OH·OW)
+        grad_x = col2im(grad_cols, ctx.x_shape, kernel, ctx.stride, ctx.padding)  # adds each column back
         if len(ctx.needs_grad) > 2:  # a bias was given
             return grad_x, grad_w, g.sum(axis=1)  # ∂L/∂b = Σ over pixels
         return grad_x, grad_w

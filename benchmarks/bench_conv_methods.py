@@ -3,10 +3,10 @@
 For each 3×3 "same" convolution of the Config C trunk at batch 128 (float32,
 channels-last input as the network produces it), times the forward pass under
 ``no_grad`` and a forward + backward pass with each of
-``functional.CONV_METHOD = "im2col"``, ``"shifted"``, ``"winograd"`` (2×2
+``minimtl.conv.settings(method="im2col")``, ``"shifted"``, ``"winograd"`` (2×2
 output tiles) and ``"winograd4"`` (4×4), in turns, ``--rounds`` times, and prints the medians and each method's speed-up
-over im2col (above 1: faster).  ``functional.conv_method``'s "auto" rule is
-read off this table.
+over im2col (above 1: faster).  The "auto" rule of ``minimtl.conv.conv_method``
+(``minimtl/conv/choose.py``) is read off this table.
 
     python benchmarks/bench_conv_methods.py --rounds 5
 """
@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 
-from minimtl import functional as F
-from minimtl import kernels, parallel
+from minimtl import conv, kernels, parallel
 from minimtl.autograd import Tensor, no_grad
 
 # (input channels, filters, side) of the nine convolutions of BKNet's trunk
@@ -30,15 +29,15 @@ METHODS = ["im2col", "shifted", "winograd", "winograd4"]
 
 def time_layer(x: np.ndarray, weight: np.ndarray, upstream: np.ndarray, method: str) -> tuple[float, float]:
     """Seconds for one forward pass without autograd, and for one forward + backward pass, with ``method``."""
-    F.CONV_METHOD = method
-    start = time.perf_counter()
-    with no_grad():
-        F.conv2d(Tensor(x), Tensor(weight), None, 1, 1)
-    forward = time.perf_counter() - start
-    x_t, w_t = Tensor(x, requires_grad=True), Tensor(weight, requires_grad=True)
-    start = time.perf_counter()
-    F.conv2d(x_t, w_t, None, 1, 1).backward(upstream)
-    return forward, time.perf_counter() - start
+    with conv.settings(method=method):
+        start = time.perf_counter()
+        with no_grad():
+            conv.conv2d(Tensor(x), Tensor(weight), None, 1, 1)
+        forward = time.perf_counter() - start
+        x_t, w_t = Tensor(x, requires_grad=True), Tensor(weight, requires_grad=True)
+        start = time.perf_counter()
+        conv.conv2d(x_t, w_t, None, 1, 1).backward(upstream)
+        return forward, time.perf_counter() - start
 
 
 def main(argv=None) -> None:
@@ -79,11 +78,9 @@ def main(argv=None) -> None:
         for m in METHODS:
             totals[m][0] += medians[m][0]
             totals[m][1] += medians[m][1]
-        F.CONV_METHOD = "auto"
-        auto = F.conv_method(channels, (3, 3), (1, 1), ((1, 1), (1, 1)), (side, side))
+        auto = conv.conv_method(channels, (3, 3), (1, 1), ((1, 1), (1, 1)), (side, side), method="auto")
         print(row(f"{channels} → {filters} {side}×{side}", medians, auto))
     print(row("all nine", totals, ""))
-    F.CONV_METHOD = "auto"
 
 
 if __name__ == "__main__":

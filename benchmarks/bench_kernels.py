@@ -4,7 +4,7 @@ For the pooling layers and the Winograd layers of the Config C trunk at batch
 128 (float32, channels-last as the network holds its activations), times
 every backend's ``max_pool2d_forward``, ``max_pool2d_backward`` and the four
 Winograd tile transforms with 2×2 and with 4×4 output tiles (on one chunk of images, the size
-``functional.Conv2dFunction`` hands each worker), in turns, ``--rounds``
+``minimtl.conv.Conv2dFunction`` hands each worker), in turns, ``--rounds``
 times, and prints the median milliseconds and each compiled backend's
 speed-up over the reference.  Everything runs on one thread (the compiled
 loops' OpenMP cut-off is lifted, BLAS is held to one thread), which is how
@@ -21,8 +21,7 @@ import time
 
 import numpy as np
 
-from minimtl import functional as F
-from minimtl import kernels
+from minimtl import conv, kernels
 from minimtl.kernels import compiled
 
 POOLED = [(32, 48), (64, 24), (128, 12), (256, 6)]  # (channels, side) before each 2×2 pooling
@@ -44,9 +43,11 @@ def cases(batch: int, rng: np.random.Generator) -> list[tuple[str, callable]]:
                     lambda b, g=grad, i=indices, s=x.shape: b.max_pool2d_backward(g, i, s)))
     for channels, features, side in WINOGRAD:
         for tile in kernels.numpy_backend.WINOGRAD_TILES:
-            tiles = F.WinogradTiles((side, side), ((1, 1), (1, 1)), tile)
-            per_image = tiles.multiplications(1) * max(channels, features) * 4
-            images = max(1, min(batch, F.WINOGRAD_CHUNK_BYTES // per_image))
+            algorithm = conv.WINOGRAD_4X4 if tile == 4 else conv.WINOGRAD_2X2
+            plan = algorithm.plan((batch, channels, side, side), (features, channels, 3, 3), (1, 1), ((1, 1), (1, 1)),
+                                  np.float32)
+            tiles = plan.tiling
+            images = min(batch, plan.images_per_chunk(conv.current_settings().chunk_bytes_for(algorithm)))
             x = rng.standard_normal((images, channels, side, side)).astype(np.float32)
             padded = tiles.padded(x, np.float32)
             positions = tiles.alpha**2

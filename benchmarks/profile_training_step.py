@@ -35,10 +35,11 @@ from bench_training_step import MinimtlEngine, cap_threads  # noqa: E402
 
 GROUPS = [  # (group, substrings of "file:function"), first match wins
     ("shifted products (BLAS)", ("shifted_matmul",)),
+    # before the next two: the chunk methods live in minimtl/conv/winograd.py and im2col.py
+    ("GEMM in the conv chunks, linear", ("Conv2dFunction", "forward_chunk", "backward_chunk", "MatMul")),
     ("Winograd transforms", ("winograd",)),
     ("im2col / col2im (copying)", ("im2col", "col2im")),
-    ("padded-grid copies", ("functional.py:rows", "functional.py:output_gradient_rows")),
-    ("GEMM in the conv chunks, linear", ("Conv2dFunction", "forward_chunk", "backward_chunk", "MatMul")),
+    ("padded-grid copies", ("shifted.py:rows", "shifted.py:output_gradient_rows")),
     ("max-pool kernels", ("max_pool",)),
     ("batch-norm", ("BatchNorm", "batch_norm", "normalise", "combine", "squares", "channel_mean_var")),
     ("ReLU and other element-wise", ("ReLU", "Add.", "Mul.", "Sub.", "Div.", "Dropout", "Exp.", "Log.")),
@@ -52,9 +53,10 @@ def function_owners() -> dict[tuple[str, int], str]:
     import inspect
 
     from minimtl import autograd, functional, ops
+    from minimtl.conv import function as conv_function
 
     owners = {}
-    for module in (functional, ops, autograd):
+    for module in (functional, conv_function, ops, autograd):
         for class_name, cls in inspect.getmembers(module, inspect.isclass):
             for method in ("forward", "backward"):
                 code = getattr(cls.__dict__.get(method), "__func__", cls.__dict__.get(method))

@@ -7,7 +7,8 @@ A tour, in reading order:
     autograd.py       Tensor, Function, backward()
     ops.py            arithmetic, matmul, reshape, sum, exp/log, concat
     kernels/          im2col, col2im, max-pool, Winograd and batch-norm kernels (NumPy reference; Cython, Numba)
-    functional.py     conv2d, max_pool2d, batch_norm, dropout, linear, prelu, softmax
+    conv/             conv2d: reference.py first (im2col + one matrix product), then im2col, shifted, winograd
+    functional.py     max_pool2d, batch_norm, dropout, linear, prelu, softmax (and conv2d, from conv/)
     losses.py         Eq. (1) masked cross-entropy, Eq. (2) total loss with L2
     nn.py             Module, Conv2d, Linear, BatchNorm1d/2d, Dropout, ...
     optim.py          SGD, Adam, Eq. (4) ExponentialDecay

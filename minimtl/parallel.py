@@ -1,6 +1,6 @@
 """Every core at once: the chunks of a convolution, and slices of the batch for element-wise passes.
 
-A convolution cuts its batch into chunks (``functional.Conv2dFunction``); each
+A convolution cuts its batch into chunks (``minimtl.conv.Conv2dFunction``); each
 chunk is an im2col and a matrix product.  Left alone, OpenBLAS splits every one
 of those products over both cores, and our kernels split every im2col the same
 way.  For this network's shapes that scales badly: a product of

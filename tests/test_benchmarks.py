@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minimtl import functional as F
+from minimtl import conv
 from minimtl import parallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -27,7 +27,7 @@ def test_bench_conv_methods_prints_every_layer_and_restores_the_method(capsys):
     assert len(rows) == len(bench_conv_methods.BKNET_LAYERS) + 1
     assert all(line.count("/×") == len(bench_conv_methods.METHODS) - 1 for line in rows)  # ×forward/×both, per method
     assert "all nine" in rows[-1] and rows[0].rstrip().endswith("im2col")  # the first layer: one channel
-    assert F.CONV_METHOD == "auto"
+    assert conv.current_settings() == conv.Settings()  # the defaults are back
 
 
 def test_profile_groups_a_serial_step(capsys):

@@ -1,41 +1,63 @@
-"""conv2d: gradient checks, and the im2col forward against a direct nested-loop convolution."""
+"""conv2d: gradient checks, and every algorithm's forward against the direct nested-loop convolution.
+
+``minimtl.conv.reference`` holds the definition (``direct_conv2d``) and the
+readable whole-batch ``ReferenceConv2d``; the fast algorithms are held to both.
+"""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minimtl as mt
+from minimtl import conv
 from minimtl import functional as F
+from minimtl.conv import direct_conv2d
 from minimtl.gradcheck import gradcheck
 from strategies import conv_geometry, random_array, settings_fast
 
 pytestmark = pytest.mark.layers
 
 
-def direct_conv2d(x, weight, bias, stride, padding):
-    """The definition, one output value at a time: Σ_c Σ_i Σ_j x_pad[n, c, oh·sh + i, ow·sw + j] · w[f, c, i, j]."""
-    (sh, sw), ((pt, pb), (pl, pr)) = stride, padding
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    n, _, h, w = xp.shape
-    f, _, kh, kw = weight.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    out = np.zeros((n, f, oh, ow))
-    for b in range(n):
-        for k in range(f):
-            for i in range(oh):
-                for j in range(ow):
-                    out[b, k, i, j] = np.sum(xp[b, :, i * sh:i * sh + kh, j * sw:j * sw + kw] * weight[k])
-            if bias is not None:
-                out[b, k] += bias[k]
-    return out
+@settings(**settings_fast)
+@given(conv_geometry(), st.booleans(), st.tuples(*[st.integers(0, 1)] * 2), st.integers(0, 2**16))
+def test_reference_convolution_is_the_definition_and_its_gradients_check(g, with_bias, extra, seed):
+    """``ReferenceConv2d`` (whole-batch im2col → W₂ @ cols → col2im): the definition's output and gradients, and a
+    float64 gradient check against a random upstream gradient; non-square kernels, strides, asymmetric padding."""
+    x = random_array((g["n"], g["c"], g["h"], g["w"]), seed)
+    weight = random_array((g["f"], g["c"], g["kh"], g["kw"]), seed + 1)
+    bias = random_array((g["f"],), seed + 2) if with_bias else None
+    stride, padding = (g["sh"], g["sw"]), ((g["ph"], g["ph"] + extra[0]), (g["pw"], g["pw"] + extra[1]))
+    xt, wt = mt.Tensor(x, requires_grad=True), mt.Tensor(weight, requires_grad=True)
+    bt = mt.Tensor(bias, requires_grad=True) if with_bias else None
+    out = conv.reference_conv2d(xt, wt, bt, stride, padding)
+    np.testing.assert_allclose(out.data, direct_conv2d(x, weight, bias, stride, padding), rtol=1e-10, atol=1e-10)
+    upstream = random_array(out.shape, seed + 3)
+    out.backward(upstream)
+    expected_x, expected_w = conv.direct_conv2d_gradients(x, weight, stride, padding, upstream)
+    np.testing.assert_allclose(xt.grad, expected_x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(wt.grad, expected_w, rtol=1e-10, atol=1e-10)
+    if with_bias:
+        np.testing.assert_allclose(bt.grad, upstream.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
+        gradcheck(lambda a, b, c: conv.reference_conv2d(a, b, c, stride, padding), [x, weight, bias])
+    else:
+        gradcheck(lambda a, b: conv.reference_conv2d(a, b, None, stride, padding), [x, weight])
+
+
+def test_the_reference_a_student_reads_first_knows_only_im2col():
+    """``minimtl/conv/reference.py`` is the first page of the convolution: no fast algorithm is met there."""
+    import inspect
+
+    text = inspect.getsource(conv.reference).lower()
+    assert "winograd" not in text and "shifted" not in text
+    assert "im2col" in text and "col2im" in text
 
 
 @pytest.fixture(params=["im2col", "shifted", "winograd", "winograd4"])
-def method(request, monkeypatch):
+def method(request):
     """Each test with im2col, shifted products (which fall back to im2col at strides above 1) and Winograd tiles
     of 2×2 and 4×4 outputs (which fall back to im2col unless the kernel is 3×3 and the stride 1)."""
-    monkeypatch.setattr(F, "CONV_METHOD", request.param)
-    return request.param
+    with conv.settings(method=request.param):
+        yield request.param
 
 
 @settings(**settings_fast, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -70,15 +92,12 @@ def test_winograd_tiles_give_the_definition_and_their_gradients_check(method, n,
     if channels_last:
         x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     weight, bias = random_array((f, c, 3, 3), seed + 1), random_array((f,), seed + 2)
-    previous, F.CONV_METHOD = F.CONV_METHOD, method
-    try:
-        assert F.conv_method(c, (3, 3), (1, 1), padding, (h, w)) == method
-        out = F.Conv2dFunction.apply(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias), (1, 1), padding, relu)
+    with conv.settings(method=method):
+        assert conv.conv_method(c, (3, 3), (1, 1), padding, (h, w)) == method
+        out = conv.Conv2dFunction.apply(mt.Tensor(x), mt.Tensor(weight), mt.Tensor(bias), (1, 1), padding, relu)
         expected = direct_conv2d(x, weight, bias, (1, 1), padding)
         np.testing.assert_allclose(out.data, np.maximum(expected, 0) if relu else expected, rtol=1e-10, atol=1e-10)
-        gradcheck(lambda a, b, d: F.Conv2dFunction.apply(a, b, d, (1, 1), padding, relu), [x, weight, bias])
-    finally:
-        F.CONV_METHOD = previous
+        gradcheck(lambda a, b, d: conv.Conv2dFunction.apply(a, b, d, (1, 1), padding, relu), [x, weight, bias])
 
 
 @pytest.mark.parametrize("tile", [2, 4])
@@ -87,17 +106,17 @@ def test_winograd_filter_transform_is_g_times_filter_times_g_transposed_and_its_
     rng = np.random.default_rng(7)
     weight, grad_u = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((alpha**2, 2, 3))
     g = mt.kernels.numpy_backend.winograd_matrices(tile)[1]
-    u = F.winograd_filter_transform(weight, np.float64, tile)
+    u = conv.winograd_filter_transform(weight, np.float64, tile)
     assert u.shape == (alpha**2, 2, 3)
     np.testing.assert_allclose(u[:, 1, 2].reshape(alpha, alpha), g @ weight[2, 1] @ g.T, rtol=1e-12)
-    np.testing.assert_allclose(np.vdot(u, grad_u), np.vdot(weight, F.winograd_filter_transform_grad(grad_u, tile)),
+    np.testing.assert_allclose(np.vdot(u, grad_u), np.vdot(weight, conv.winograd_filter_transform_grad(grad_u, tile)),
                                rtol=1e-12)
-    assert F.winograd_filter_transform(weight.astype(np.float32), np.float32, tile).dtype == np.float32
+    assert conv.winograd_filter_transform(weight.astype(np.float32), np.float32, tile).dtype == np.float32
     with pytest.raises(ValueError, match="positions"):
-        F.winograd_filter_transform_grad(grad_u, 6 - tile)
+        conv.winograd_filter_transform_grad(grad_u, 6 - tile)
 
 
-def test_winograd_4x4_tiles_in_float32_stay_within_a_few_parts_per_million(monkeypatch):
+def test_winograd_4x4_tiles_in_float32_stay_within_a_few_parts_per_million():
     """F(4×4, 3×3)'s larger coefficients cost float32 precision.  On a BKNet layer (64 → 128, 12×12, inputs of unit
     scale, weights of 1/√(9C)) against the float64 definition, the largest error of the output and both gradients,
     relative to the largest value, measured 6–7·10⁻⁶ with 4×4 tiles and 4–5·10⁻⁷ with 2×2 tiles or im2col
@@ -108,10 +127,10 @@ def test_winograd_4x4_tiles_in_float32_stay_within_a_few_parts_per_million(monke
     upstream = rng.standard_normal((4, 128, 12, 12))
 
     def run(method, dtype):
-        monkeypatch.setattr(F, "CONV_METHOD", method)
         xt, wt = mt.Tensor(x.astype(dtype), requires_grad=True), mt.Tensor(weight.astype(dtype), requires_grad=True)
-        y = F.conv2d(xt, wt, None, 1, "same")
-        y.backward(upstream.astype(dtype))
+        with conv.settings(method=method):
+            y = F.conv2d(xt, wt, None, 1, "same")
+            y.backward(upstream.astype(dtype))
         return y.data, xt.grad, wt.grad
 
     exact = run("im2col", np.float64)
@@ -128,7 +147,7 @@ def test_same_padding_gives_ceil_of_size_over_stride(size, stride):
     w = mt.Tensor(np.random.default_rng(1).standard_normal((3, 2, 3, 3)))
     out = F.conv2d(x, w, None, stride, "same")
     assert out.shape == (1, 3, -(-size // stride), -(-size // stride))
-    pads = F.conv_padding("same", (3, 3), (stride, stride), (size, size))
+    pads = conv.conv_padding("same", (3, 3), (stride, stride), (size, size))
     np.testing.assert_allclose(out.data, direct_conv2d(x.data, w.data, None, (stride, stride), pads), atol=1e-12)
 
 

@@ -58,7 +58,7 @@ def test_equation_1_links_to_the_loss_source_in_one_click(html):
     ("equations/eq2_total_loss", "minimtl.losses.total_loss"),
     ("equations/eq3_accuracy", "minimtl.metrics.accuracy"),
     ("equations/eq4_learning_rate", "minimtl.optim.ExponentialDecay"),
-    ("layers/convolution", "minimtl.functional.conv2d"),
+    ("layers/convolution", "minimtl.conv.function.conv2d"),
     ("layers/pooling", "minimtl.functional.max_pool2d"),
     ("layers/batch_norm", "minimtl.functional.batch_norm"),
 ])
@@ -66,6 +66,15 @@ def test_each_equation_and_layer_page_links_to_its_code(html, page, function):
     text = (html / f"{page}.html").read_text()
     module, name = function.rsplit(".", 1)
     assert f'_modules/{module.replace(".", "/")}.html#{name}"' in text, f"{page} has no [source] link to {function}"
+
+
+def test_the_convolution_page_shows_the_reference_before_any_fast_algorithm(html):
+    """A student reads minimtl/conv/reference.py from the page before meeting Winograd tiles or shifted products."""
+    text = (html / "layers" / "convolution.html").read_text()
+    body = text[text.index('role="main"'):]
+    reference = body.index('id="the-reference-in-full"')
+    assert "reference_conv2d" in body[reference:body.index('id="the-fast-algorithms"')]  # the listing of reference.py
+    assert reference < body.lower().index("winograd") and reference < body.lower().index("shifted products")
 
 
 def test_figures_are_drawn_and_the_measurement_pages_listed(html):

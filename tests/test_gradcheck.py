@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import minimtl as mt
+from minimtl import conv
 from minimtl import functional as F
 from minimtl import ops
 from minimtl.autograd import Function
@@ -95,12 +96,12 @@ def test_a_backward_one_percent_off_fails_by_a_wide_margin_on_the_saturated_inpu
     assert np.all(0.01 * np.abs(numeric) > 30 * bound)
 
 
-class ConvOneWeightGradientOff(F.Conv2dFunction):
+class ConvOneWeightGradientOff(conv.Conv2dFunction):
     """conv2d whose weight gradient is 1% too large in one tap of one filter."""
 
     @staticmethod
     def backward(ctx, grad):
-        grad_x, grad_w, grad_b = F.Conv2dFunction.backward(ctx, grad)
+        grad_x, grad_w, grad_b = conv.Conv2dFunction.backward(ctx, grad)
         grad_w = grad_w.copy()
         grad_w[0, 0, 1, 0] *= 1.01
         return grad_x, grad_w, grad_b
@@ -108,7 +109,7 @@ class ConvOneWeightGradientOff(F.Conv2dFunction):
 
 def test_conv2d_with_one_weight_gradient_one_percent_off_fails():
     x, weight, bias = random_array((2, 3, 5, 4), 0), random_array((2, 3, 3, 2), 1), random_array((2,), 2)
-    gradcheck(lambda a, b, c: F.Conv2dFunction.apply(a, b, c, (1, 1), ((1, 1), (0, 1)), False), [x, weight, bias])
+    gradcheck(lambda a, b, c: conv.Conv2dFunction.apply(a, b, c, (1, 1), ((1, 1), (0, 1)), False), [x, weight, bias])
     with pytest.raises(AssertionError, match=r"(?s)gradient of input 1 .*\nworst element \(0, 0, 1, 0\)"):
         gradcheck(lambda a, b, c: ConvOneWeightGradientOff.apply(a, b, c, (1, 1), ((1, 1), (0, 1)), False),
                   [x, weight, bias])

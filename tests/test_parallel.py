@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minimtl import conv
 from minimtl import functional as F
 from minimtl import parallel
 from minimtl.autograd import Tensor
@@ -29,7 +30,7 @@ def workers():
 def test_chunk_bounds_cover_the_batch_once_in_near_equal_chunks(images, chunk, threads):
     previous = parallel.set_threads(threads)
     try:
-        bounds = F.chunk_bounds(images, chunk)
+        bounds = conv.chunk_bounds(images, chunk)
     finally:
         parallel.set_threads(previous)
     assert bounds[0][0] == 0 and bounds[-1][1] == images
@@ -92,16 +93,16 @@ def convolve(x, weight, upstream):
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_parallel_chunks_equal_serial_chunks_and_repeat_bit_for_bit(workers, monkeypatch, threads):
+def test_parallel_chunks_equal_serial_chunks_and_repeat_bit_for_bit(workers, threads):
     rng = np.random.default_rng(threads)
     x = rng.standard_normal((11, 16, 12, 12)).astype(np.float32)
     weight = (rng.standard_normal((24, 16, 3, 3)) / 12).astype(np.float32)
     upstream = rng.standard_normal((11, 24, 12, 12)).astype(np.float32)
-    monkeypatch.setattr(F, "CONV_CHUNK_BYTES", 2 * 16 * 9 * 144 * 4)  # two images a chunk: six chunks or more
-    workers(1)
-    serial = convolve(x, weight, upstream)
-    workers(threads)
-    first, second = convolve(x, weight, upstream), convolve(x, weight, upstream)
+    with conv.settings(chunk_bytes={"im2col": 2 * 16 * 9 * 144 * 4}):  # two images a chunk: six chunks or more
+        workers(1)
+        serial = convolve(x, weight, upstream)
+        workers(threads)
+        first, second = convolve(x, weight, upstream), convolve(x, weight, upstream)
     for a, b, s in zip(first, second, serial):
         np.testing.assert_array_equal(a, b)  # the same bits: what an exact --resume needs
         np.testing.assert_allclose(a, s, rtol=1e-5, atol=1e-5 * float(np.abs(s).max()))

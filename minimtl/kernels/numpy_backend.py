@@ -19,12 +19,13 @@ These kernels carry all the heavy lifting of convolution and pooling:
 ``shifted_matmul(rows, weights, offsets, count)`` and ``shifted_matmul_grad_weights(rows, grad, offsets)``
     a stride-1 convolution without a column matrix: a sum of matrix products
     of row blocks, each block shifted by one kernel tap (used by
-    ``functional.Conv2dFunction`` where a layer suits it).
+    ``minimtl/conv/shifted.py`` where a layer suits it).
 ``winograd_input_transform``, ``winograd_output_transform`` and their gradients
     ``winograd_input_transform_grad``, ``winograd_output_transform_grad``:
     the tile transforms of a 3×3, stride-1 convolution by Winograd's minimal
-    filtering F(2×2, 3×3), which needs 16 multiplications for 2×2 outputs
-    instead of 36 (used by ``functional.Conv2dFunction`` where a layer suits it).
+    filtering F(m×m, 3×3) with ``tile`` m = 2 or 4 (``WINOGRAD_TILES``): 16
+    multiplications for 2×2 outputs instead of 36, or 36 for 4×4 instead of
+    144 (used by ``minimtl/conv/winograd.py`` where a layer suits it).
 ``channel_sums(x_rows, shift)``
     per channel of pixel rows, in float64: ``Σ (x − shift)`` and
     ``Σ (x − shift)²``, from which batch-norm's mean and variance follow
@@ -119,7 +120,7 @@ def shifted_matmul(rows: np.ndarray, weights: np.ndarray, offsets, count: int) -
     with ``count + max(offsets) <= R``.  A stride-1 convolution is this sum
     when ``rows`` are the pixels of a zero-padded image, one row per pixel, and
     ``offsets[k]`` is how many rows away kernel tap ``k`` reads (see
-    ``functional.Conv2dFunction``): nine products of shifted row blocks for a
+    ``minimtl/conv/shifted.py``): nine products of shifted row blocks for a
     3×3 kernel, and no column matrix.
     """
     out = np.zeros((count, weights.shape[2]), dtype=np.result_type(rows.dtype, weights.dtype))

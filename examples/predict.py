@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPOSITORY))  # run from a checkout without installing
 
 from minimtl import cli  # noqa: E402
 from minimtl.faces import FaceCropper  # noqa: E402
-from minimtl.faces.crop import (IMAGE_SUFFIXES, ImageReadError, is_image_name, read_image,  # noqa: E402
-                                write_atomically)
+from minimtl.faces.crop import IMAGE_SUFFIXES, ImageReadError, is_image_name, read_image  # noqa: E402
+from minimtl.files import atomic_write  # noqa: E402
 from minimtl.models import SHIPPED_MODEL, TASK_CLASS_NAMES  # noqa: E402
 from minimtl.train import load_model, predict  # noqa: E402
 
@@ -183,7 +183,8 @@ def write_image(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise ValueError(f"OpenCV could not encode the labelled image for {path}")
-    write_atomically(path, encoded.tobytes())
+    with atomic_write(path) as stream:
+        stream.write(encoded.tobytes())
 
 
 def output_for_photos(source: Path, out: Path | None) -> tuple[Path, Path | None]:

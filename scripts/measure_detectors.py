@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from minimtl.files import atomic_write  # noqa: E402
 
 _detectors = None
 
@@ -117,9 +118,8 @@ def main(argv=None) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "mtcnn_missed"}, indent=2))
     print(f"MTCNN missed {len(summary['mtcnn_missed'])}: {summary['mtcnn_missed'][:20]}")
     if args.out:
-        temporary = args.out.with_suffix(args.out.suffix + ".tmp")
-        temporary.write_text(json.dumps({"summary": summary, "rows": rows}))
-        os.replace(temporary, args.out)
+        with atomic_write(args.out, "w") as stream:
+            stream.write(json.dumps({"summary": summary, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+
+from minimtl.files import atomic_write
 
 __all__ = [
     "IMAGE_SIZE",
@@ -407,18 +408,12 @@ def prepare_images(
 
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=cache_file.name + ".", suffix=".tmp", dir=cache_file.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, key=np.array(key_text), images=images, kept=kept,
-                         rejected_names=np.array([n for n, _ in rejected], dtype=str),
-                         rejected_reasons=np.array([r for _, r in rejected], dtype=str),
-                         fallback_names=np.array([n for n, _ in fallbacks], dtype=str),
-                         fallback_reasons=np.array([r for _, r in fallbacks], dtype=str))
-            os.replace(temporary, cache_file)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_write(cache_file) as stream:
+            np.savez(stream, key=np.array(key_text), images=images, kept=kept,
+                     rejected_names=np.array([n for n, _ in rejected], dtype=str),
+                     rejected_reasons=np.array([r for _, r in rejected], dtype=str),
+                     fallback_names=np.array([n for n, _ in fallbacks], dtype=str),
+                     fallback_reasons=np.array([r for _, r in fallbacks], dtype=str))
     return Prepared(images, kept, rejected, fallbacks)
 
 

@@ -38,7 +38,6 @@ import multiprocessing
 import os
 import struct
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from tqdm.auto import tqdm
 
 from minimtl.download import ArchiveError, check_tar_complete
 from minimtl.faces.boxes import Detections
+from minimtl.files import atomic_write
 from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to, user_cache_dir
 
 CACHE_FORMAT = 2  # bump when the cropping code changes its output, so old cache entries are not reused
@@ -603,29 +603,17 @@ class CropCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         settings_file = path.parent.parent / "SETTINGS.txt"
         if not settings_file.exists():
-            write_atomically(settings_file, (cropper.settings + "\n").encode())
-        buffer = io.BytesIO()
-        np.savez(buffer, status=np.array(result.status),
-                 crop=result.crop if result.crop is not None else np.zeros((0, 0), np.uint8),
-                 faces=np.array(result.faces),
-                 box=result.box if result.box is not None else np.zeros(0, np.float32),
-                 score=np.array(result.score if result.score is not None else np.nan),
-                 notes=np.array(result.notes, dtype=str),
-                 landmarks=result.landmarks if result.landmarks is not None else np.zeros((0, 2), np.float32),
-                 image_size=np.array(result.image_size if result.image_size is not None else (), dtype=np.int64))
-        write_atomically(path, buffer.getvalue())
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it: readers never see half a file."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+            with atomic_write(settings_file, "w") as stream:
+                stream.write(cropper.settings + "\n")
+        with atomic_write(path) as stream:
+            np.savez(stream, status=np.array(result.status),
+                     crop=result.crop if result.crop is not None else np.zeros((0, 0), np.uint8),
+                     faces=np.array(result.faces),
+                     box=result.box if result.box is not None else np.zeros(0, np.float32),
+                     score=np.array(result.score if result.score is not None else np.nan),
+                     notes=np.array(result.notes, dtype=str),
+                     landmarks=result.landmarks if result.landmarks is not None else np.zeros((0, 2), np.float32),
+                     image_size=np.array(result.image_size if result.image_size is not None else (), dtype=np.int64))
 
 
 # ---------------------------------------------------------------- many images

@@ -41,7 +41,10 @@ from tqdm.auto import tqdm
 
 from minimtl.files import atomic_write
 
+from .age_groups import AGE_GROUP_NAMES
+
 __all__ = [
+    "CLASS_NAMES",
     "IMAGE_SIZE",
     "TASKS",
     "CentreCrop",
@@ -56,13 +59,14 @@ log = logging.getLogger("minimtl.data")
 
 #: Side of the square grayscale face images the network takes (Section 3.1).
 IMAGE_SIZE = 48
-#: The paper's three tasks, in the order the loader reports them.
+#: The paper's three tasks, in the order the loader reports them: the one list of task names in minimtl.
 TASKS = ("smile", "gender", "age")
-#: Class names of each task's labels.  Gender follows UTKFace: 0 = male, 1 = female.
+#: Class names of each task's labels, indexed by label; ``len(CLASS_NAMES[task])`` is its number of classes.
+#: Gender follows UTKFace: 0 = male, 1 = female.  The age groups are defined in :mod:`minimtl.data.age_groups`.
 CLASS_NAMES = {
     "smile": ("not smiling", "smiling"),
     "gender": ("male", "female"),
-    "age": ("0-15", "16-25", "26-35", "36-45", "46-60", "61+"),
+    "age": AGE_GROUP_NAMES,
 }
 
 Crop = Callable[[np.ndarray], "np.ndarray | None"]

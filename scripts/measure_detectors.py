@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from minimtl.archives import FileSource  # noqa: E402
 from minimtl.files import atomic_write  # noqa: E402
 
 _detectors = None
@@ -79,10 +79,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the per-image rows and the summary as JSON")
     args = parser.parse_args(argv)
 
-    with tarfile.open(args.archive) as archive:
-        items = [(m.name, archive.extractfile(m).read()) for m in archive.getmembers()
-                 if m.isfile() and m.name.lower().endswith(".jpg")]
-    items.sort()
+    archive = FileSource(args.archive)
+    items = sorted(archive.iterate([name for name in archive.names() if name.lower().endswith(".jpg")]))
     if args.limit:
         items = items[:args.limit]
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):

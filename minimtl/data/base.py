@@ -3,8 +3,8 @@
 * :func:`data_root` — the folder for downloads, extracted data and caches:
   an explicit argument, else the environment variable ``MINIMTL_DATA``, else
   ``~/.cache/minimtl/data``.
-* :class:`FileSource` — read image files the same way from a ``.tar`` /
-  ``.tar.gz`` archive (without extracting it) or from a folder.
+* :class:`FileSource` (from :mod:`minimtl.archives`) — read image files the same way from a
+  ``.tar`` / ``.tar.gz`` / ``.zip`` archive (without extracting it) or from a folder.
 * :func:`default_crop` — the one face framing every data set and ``examples/predict.py``
   share: MTCNN, then the five landmarks placed on one template (Section 3.1's
   crop, made the same for every source; :class:`minimtl.faces.FaceCropper`).
@@ -28,17 +28,16 @@ import json
 import logging
 import os
 import re
-import tarfile
 import zipfile
-import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from minimtl.archives import FileSource
 from minimtl.files import atomic_write
 
 from .age_groups import AGE_GROUP_NAMES
@@ -81,128 +80,6 @@ def data_root(root: Path | str | None = None) -> Path:
     if root is None:
         root = os.environ.get("MINIMTL_DATA") or Path.home() / ".cache" / "minimtl" / "data"
     return Path(root).expanduser()
-
-
-# --------------------------------------------------------------------------- reading archives and folders
-class FileSource:
-    """The files of a data set, read from a tar archive (any compression) or from a folder.
-
-    Names are POSIX paths relative to the archive root or the folder, e.g.
-    ``"genki4k/files/file0001.jpg"``.  Listing an uncompressed tar reads only its
-    headers; listing a ``.tar.gz`` decompresses it once (about 1.5 s for UTKFace).
-    """
-
-    def __init__(self, path: Path | str):
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a file or folder path, got {type(path).__name__}")
-        self.path = Path(path).expanduser()
-        if self.path.is_dir():
-            self.is_archive = False
-        elif self.path.is_file():
-            try:
-                is_tar = tarfile.is_tarfile(self.path)
-            except (OSError, EOFError, zlib.error) as error:
-                raise ValueError(self._damaged(error)) from error
-            if not is_tar:
-                raise ValueError(f"{self.path} is neither a folder nor a tar archive (.tar, .tar.gz)")
-            self.is_archive = True
-        else:
-            raise FileNotFoundError(f"data set source not found: {self.path}")
-        self._names: list[str] | None = None
-
-    def __repr__(self) -> str:
-        return f"FileSource({str(self.path)!r})"
-
-    def _damaged(self, error: BaseException) -> str:
-        return (f"{self.path} is truncated or corrupt ({type(error).__name__}: {' '.join(str(error).split())}): "
-                f"download or copy it again (python -m minimtl.data fetch checks its checksum)")
-
-    def names(self) -> list[str]:
-        """Relative names of all regular files, in archive (or sorted folder) order."""
-        if self._names is None:
-            if self.is_archive:
-                from minimtl.download import ArchiveError, check_tar_complete
-
-                try:
-                    with tarfile.open(self.path) as tar:
-                        self._names = [member.name for member in tar if member.isfile()]
-                    check_tar_complete(self.path)  # tarfile stops silently at a cut between members
-                except _ARCHIVE_ERRORS + (ArchiveError,) as error:
-                    raise ValueError(self._damaged(error)) from error
-            else:
-                self._names = sorted(
-                    PurePosixPath(Path(folder, file).relative_to(self.path)).as_posix()
-                    for folder, _, files in os.walk(self.path)
-                    for file in files
-                )
-        return self._names
-
-    def read(self, name: str) -> bytes:
-        """Bytes of one file.  For a compressed archive prefer :meth:`iterate`."""
-        if self.is_archive:
-            try:
-                with tarfile.open(self.path) as tar:
-                    handle = tar.extractfile(name)
-                    if handle is None:
-                        raise KeyError(f"{name} is not a regular file in {self.path.name}")
-                    return handle.read()
-            except _ARCHIVE_ERRORS as error:
-                raise ValueError(self._damaged(error)) from error
-        return (self.path / name).read_bytes()
-
-    def iterate(self, wanted: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        """Yield ``(name, bytes)`` for each wanted file, in one pass in archive order."""
-        wanted = set(wanted)
-        if self.is_archive:
-            try:
-                with tarfile.open(self.path, mode="r|*") as tar:  # stream: one decompression pass
-                    for member in tar:
-                        if member.isfile() and member.name in wanted:
-                            handle = tar.extractfile(member)
-                            yield member.name, handle.read()
-            except _ARCHIVE_ERRORS as error:
-                raise ValueError(self._damaged(error)) from error
-        else:
-            for name in sorted(wanted):
-                try:
-                    data = (self.path / name).read_bytes()
-                except OSError as error:  # absent or unreadable: reported by the caller as missing
-                    log.debug("cannot read %s: %s", self.path / name, error)
-                    continue
-                yield name, data
-
-    def identity(self) -> str:
-        """A short string that changes when the archive or folder contents change.
-
-        An archive is identified by its file name, its size and a digest of its
-        first and last MiB: cheap (no full read), and a copy of the same archive
-        (a new modification time, another folder: shared/ laid anew on a new
-        machine) keeps its crop cache.  A folder by the names, sizes and
-        modification times of its files.
-        """
-        if self.is_archive:
-            size = self.path.stat().st_size
-            sample = hashlib.sha1()
-            with open(self.path, "rb") as handle:
-                sample.update(handle.read(ARCHIVE_SAMPLE_BYTES))
-                handle.seek(max(size - ARCHIVE_SAMPLE_BYTES, 0))
-                sample.update(handle.read(ARCHIVE_SAMPLE_BYTES))
-            text = f"archive:{self.path.name}:{size}:{sample.hexdigest()}"
-        else:
-            digest = hashlib.sha1()
-            for name in self.names():
-                try:
-                    info = (self.path / name).stat()
-                except OSError:  # a dangling link or a file removed since listing: read as missing later
-                    digest.update(f"{name}:absent\n".encode())
-                    continue
-                digest.update(f"{name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
-            text = f"folder:{digest.hexdigest()}"
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-ARCHIVE_SAMPLE_BYTES = 2**20  # how much of each end of an archive its identity reads
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)  # what a truncated or damaged tar raises
 
 
 # --------------------------------------------------------------------------- preprocessing

@@ -37,9 +37,7 @@ import math
 import multiprocessing
 import os
 import struct
-import tarfile
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -48,7 +46,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from minimtl.download import ArchiveError, check_tar_complete
+from minimtl.archives import FileSource, MemberTooLarge
+from minimtl.download import ArchiveError
 from minimtl.faces.boxes import Detections
 from minimtl.files import atomic_write
 from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to, user_cache_dir
@@ -625,39 +624,12 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], list[str]]:
     """The image names in a folder (recursively) or archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``).
 
     Returns ``(images, ignored)``: names that look like images (by suffix), and the other
-    files, which are reported, never silently dropped.
+    files, which are reported, never silently dropped.  Reading: :class:`minimtl.archives.FileSource`.
     """
-    source = Path(source)
-    if source.is_dir():
-        names = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
-    elif zipfile.is_zipfile(source):
-        try:
-            with zipfile.ZipFile(source) as archive:
-                names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-            raise ArchiveError(damaged_archive(source, error)) from error
-    elif source.is_file() and tarfile.is_tarfile(source):
-        try:
-            with tarfile.open(source) as archive:
-                names = [m.name for m in archive.getmembers() if m.isfile()]
-            check_tar_complete(source)  # tarfile stops silently at a cut between members
-        except ArchiveError:
-            raise
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-            raise ArchiveError(damaged_archive(source, error)) from error
-    elif source.exists():
-        raise ValueError(f"{source} is neither a folder nor a .tar/.tar.gz/.zip archive")
-    else:
-        raise FileNotFoundError(f"no folder or archive at {source}")
+    names = FileSource(source).names()
     images = [n for n in names if is_image_name(n)]
     ignored = [n for n in names if not is_image_name(n)]
     return images, ignored
-
-
-def damaged_archive(path: Path, error: BaseException) -> str:
-    """The message for an archive that cannot be read to its end."""
-    return (f"{path} is truncated or corrupt ({type(error).__name__}: {error}): "
-            f"copy or download it again (and compare its checksum if one is published)")
 
 
 def _too_large_file(size: int) -> tuple[str, str]:
@@ -674,49 +646,21 @@ def iter_bytes(source: str | os.PathLike, names: Iterable[str]) -> Iterator[Item
     ``error`` (when ``data`` is None) is a message, or ``(status, message)`` for a file too large to read.
     Every wanted name is yielded, also when the archive breaks off before it.
     """
-    source = Path(source)
-    wanted = set(names)
-    if source.is_dir():
-        for name in sorted(wanted):
-            try:
-                size = (source / name).stat().st_size
-                if size > MAX_FILE_BYTES:
-                    yield name, None, _too_large_file(size)
-                    continue
-                yield name, (source / name).read_bytes(), None
-            except OSError as error:
-                yield name, None, str(error)
-    elif zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
-            for name in sorted(wanted):
-                try:
-                    size = archive.getinfo(name).file_size
-                    if size > MAX_FILE_BYTES:
-                        yield name, None, _too_large_file(size)
-                        continue
-                    yield name, archive.read(name), None
-                except (OSError, zipfile.BadZipFile, KeyError, EOFError, zlib.error, NotImplementedError) as error:
-                    yield name, None, str(error)
+    files = FileSource(source)
+    wanted, seen = set(names), set()
+    try:
+        for name, data, error in files.read_each(wanted, max_bytes=MAX_FILE_BYTES):
+            seen.add(name)
+            if isinstance(error, MemberTooLarge):
+                yield name, None, _too_large_file(error.size)
+            else:
+                yield name, data, None if error is None else str(error)
+    except ArchiveError as error:
+        message = f"the archive breaks off before this file: {error}"
     else:
-        seen = set()
-        try:
-            with tarfile.open(source) as archive:  # streamed in order: a .tar.gz is read once
-                for member in archive:
-                    if member.name in wanted and member.isfile() and member.name not in seen:
-                        seen.add(member.name)
-                        if member.size > MAX_FILE_BYTES:
-                            yield member.name, None, _too_large_file(member.size)
-                            continue
-                        try:
-                            yield member.name, archive.extractfile(member).read(), None
-                        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
-                            yield member.name, None, str(error)
-        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
-            message = f"the archive breaks off before this file: {damaged_archive(source, error)}"
-        else:
-            message = f"not found in {source}: it ends before this member (truncated?)"
-        for name in sorted(wanted - seen):
-            yield name, None, message
+        message = f"not found in {files.path}: it ends before this member (truncated?)"
+    for name in sorted(wanted - seen):
+        yield name, None, message
 
 
 _worker_cropper: FaceCropper | None = None

@@ -14,7 +14,8 @@
 * :func:`prepare_images` — decode and crop every listed image once (a face
   cropper in one process per CPU), and keep the 48×48 results of the whole
   data set in one ``.npz`` under ``<data root>/cache`` keyed by the archive's
-  identity and the crop's settings, so the second run only reads that file.
+  identity and the crop's settings (:class:`minimtl.crop_cache.DatasetCache`),
+  so the second run only reads that file.
   Images that cannot be decoded are returned with their reason, never dropped
   silently; images in which the detector finds no face are cropped at the
   data set's median face position and listed by name (``fallbacks``).
@@ -24,11 +25,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from minimtl.archives import FileSource
-from minimtl.files import atomic_write
+from minimtl.crop_cache import DatasetCache
 
 from .age_groups import AGE_GROUP_NAMES
 
@@ -151,10 +149,6 @@ def crop_cache_key(crop: Crop) -> str:
     return str(key)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:60] or "crop"
-
-
 def decode_image(data: bytes) -> np.ndarray | None:
     """JPEG/PNG bytes -> (H, W, 3) uint8 BGR image, or None if they cannot be decoded."""
     if not data:
@@ -208,22 +202,14 @@ def prepare_images(
     faces found there is no median, and the misses are rejected.  Any other
     ``crop`` callable runs here, one image after another.
     """
-    key_text = json.dumps({"dataset": dataset_name, "source": source.identity(),
-                           "members": hashlib.sha1("\n".join(members).encode()).hexdigest(),
-                           "crop": crop_cache_key(crop)}, sort_keys=True)
-    digest = hashlib.sha1(key_text.encode()).hexdigest()[:16]
-    cache_file = None
+    key_text = DatasetCache.key(dataset_name, source.identity(), members, crop_cache_key(crop))
+    cache = cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{_slug(dataset_name)}-{_slug(crop_cache_key(crop))}-{digest}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as stored:
-                    if str(stored["key"]) == key_text:
-                        return Prepared(stored["images"], stored["kept"],
-                                        list(zip(stored["rejected_names"].tolist(), stored["rejected_reasons"].tolist())),
-                                        list(zip(stored["fallback_names"].tolist(), stored["fallback_reasons"].tolist())))
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:  # damaged cache: rebuild it
-                log.warning("ignoring unreadable crop cache %s (%s)", cache_file, error)
+        cache = DatasetCache(cache_dir)
+        cache_file = cache.path(dataset_name, crop_cache_key(crop), key_text)
+        stored = cache.get(cache_file, key_text)
+        if stored is not None:
+            return Prepared(**stored)
 
     index = {name: position for position, name in enumerate(members)}
     if len(index) != len(members):
@@ -287,14 +273,8 @@ def prepare_images(
     rejected = [(name, reasons[name]) for name in members if name in reasons]
     fallbacks.sort(key=lambda item: index[item[0]])
 
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache_file) as stream:
-            np.savez(stream, key=np.array(key_text), images=images, kept=kept,
-                     rejected_names=np.array([n for n, _ in rejected], dtype=str),
-                     rejected_reasons=np.array([r for _, r in rejected], dtype=str),
-                     fallback_names=np.array([n for n, _ in fallbacks], dtype=str),
-                     fallback_reasons=np.array([r for _, r in fallbacks], dtype=str))
+    if cache is not None:
+        cache.put(cache_file, key_text, images, kept, rejected, fallbacks)
     return Prepared(images, kept, rejected, fallbacks)
 
 

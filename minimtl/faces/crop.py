@@ -37,7 +37,6 @@ import math
 import multiprocessing
 import os
 import struct
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -47,9 +46,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from minimtl.archives import FileSource, MemberTooLarge
+from minimtl.crop_cache import CropCache
 from minimtl.download import ArchiveError
 from minimtl.faces.boxes import Detections
-from minimtl.files import atomic_write
 from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to, user_cache_dir
 
 CACHE_FORMAT = 2  # bump when the cropping code changes its output, so old cache entries are not reused
@@ -553,66 +552,10 @@ class FaceCropper:
         return f"<FaceCropper {self.settings}>"
 
 
-# ------------------------------------------------------------------------- cache
+# ------------------------------------------------------------------------- cache (minimtl.crop_cache.CropCache)
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/minimtl/faces``, or ``~/.cache/minimtl/faces``."""
+    """``$XDG_CACHE_HOME/minimtl/faces``, or ``~/.cache/minimtl/faces``: where :class:`CropCache` lives."""
     return user_cache_dir("faces")
-
-
-class CropCache:
-    """Crops on disk, one ``.npz`` per (file content, cropper settings).
-
-    Layout: ``folder/<cropper.name>/<sha256[:2]>/<sha256>.npz`` plus
-    ``folder/<cropper.name>/SETTINGS.txt`` holding the full settings string.
-    Entries are written to a temporary file and renamed, so an interrupted run
-    leaves no half-written entry.  Read failures count as misses.
-    """
-
-    def __init__(self, folder: str | os.PathLike | None = None):
-        self.folder = Path(folder) if folder is not None else default_cache_dir()
-
-    @staticmethod
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    def path(self, cropper: FaceCropper, digest: str) -> Path:
-        return self.folder / cropper.name / digest[:2] / f"{digest}.npz"
-
-    def get(self, cropper: FaceCropper, digest: str, source: str) -> CropResult | None:
-        """The cached result for content ``digest`` under ``cropper``'s settings, or None."""
-        path = self.path(cropper, digest)
-        try:
-            with np.load(path, allow_pickle=False) as entry:
-                status = str(entry["status"])
-                crop = entry["crop"] if entry["crop"].size else None
-                box = entry["box"] if entry["box"].size else None
-                score = float(entry["score"]) if np.isfinite(entry["score"]) else None
-                landmarks = entry["landmarks"] if entry["landmarks"].size else None
-                image_size = tuple(int(v) for v in entry["image_size"]) if entry["image_size"].size else None
-                return CropResult(source, status, crop, int(entry["faces"]), box, score,
-                                  tuple(str(n) for n in entry["notes"]), landmarks, image_size)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
-            return None
-
-    def put(self, cropper: FaceCropper, digest: str, result: CropResult) -> None:
-        """Store ``result`` (not for status ``"error"``, which may be transient)."""
-        if result.status == "error":
-            return
-        path = self.path(cropper, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        settings_file = path.parent.parent / "SETTINGS.txt"
-        if not settings_file.exists():
-            with atomic_write(settings_file, "w") as stream:
-                stream.write(cropper.settings + "\n")
-        with atomic_write(path) as stream:
-            np.savez(stream, status=np.array(result.status),
-                     crop=result.crop if result.crop is not None else np.zeros((0, 0), np.uint8),
-                     faces=np.array(result.faces),
-                     box=result.box if result.box is not None else np.zeros(0, np.float32),
-                     score=np.array(result.score if result.score is not None else np.nan),
-                     notes=np.array(result.notes, dtype=str),
-                     landmarks=result.landmarks if result.landmarks is not None else np.zeros((0, 2), np.float32),
-                     image_size=np.array(result.image_size if result.image_size is not None else (), dtype=np.int64))
 
 
 # ---------------------------------------------------------------- many images

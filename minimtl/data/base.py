@@ -165,12 +165,11 @@ FALLBACK_REASON = "no face found by the detector: cropped at the data set's medi
 class Prepared:
     """The 48×48 faces of a data set's listed members (see :func:`prepare_images`).
 
-    Attributes
-    ----------
-    images: (K, 48, 48) uint8, one per kept member, in the order of the members.
-    kept: (N,) bool, which of the N members have an image.
-    rejected: ``(member name, reason)`` for the members without one.
-    fallbacks: ``(member name, reason)`` for kept members the detector missed, cropped by the fallback.
+    Attributes:
+        images: (K, 48, 48) uint8, one per kept member, in the order of the members.
+        kept: (N,) bool, which of the N members have an image.
+        rejected: ``(member name, reason)`` for the members without one.
+        fallbacks: ``(member name, reason)`` for kept members the detector missed, cropped by the fallback.
     """
 
     images: np.ndarray
@@ -296,15 +295,14 @@ def fallback_crop(cropper, data: bytes, landmarks: np.ndarray) -> np.ndarray | N
 class FaceDataset:
     """Face images with labels for some of the tasks ``"smile"``, ``"gender"``, ``"age"``.
 
-    Attributes
-    ----------
-    name: str — shown in logs and class-count tables.
-    tasks: tuple of task names this data set labels.
-    names: (N,) str array — image names inside the source (unique).
-    labels: dict task -> (N,) int64 class labels.
-    images: (N, 48, 48) uint8 array, or None when built with ``load_images=False``.
-    rejected: list of ``(name, reason)`` — listed images left out (unreadable, no face, unparsable name).
-    synthetic: True only for generated data (see :mod:`minimtl.data.synthetic`).
+    Attributes:
+        name: str — shown in logs and class-count tables.
+        tasks: tuple of task names this data set labels.
+        names: (N,) str array — image names inside the source (unique).
+        labels: dict task -> (N,) int64 class labels.
+        images: (N, 48, 48) uint8 array, or None when built with ``load_images=False``.
+        rejected: list of ``(name, reason)`` — listed images left out (unreadable, no face, unparsable name).
+        synthetic: True only for generated data (see :mod:`minimtl.data.synthetic`).
 
     ``dataset[i]`` is ``(image (48, 48) uint8, {task: int label})``.
     """

@@ -32,9 +32,10 @@ sys.path.insert(0, str(REPOSITORY))  # run from a checkout without installing
 
 from minimtl import cli  # noqa: E402
 from minimtl.faces import FaceCropper  # noqa: E402
-from minimtl.faces.crop import (IMAGE_SUFFIXES, ImageReadError, is_image_name, read_image,  # noqa: E402
-                                write_atomically)
-from minimtl.models import SHIPPED_MODEL, TASK_CLASS_NAMES  # noqa: E402
+from minimtl.faces.crop import IMAGE_SUFFIXES, ImageReadError, is_image_name, read_image  # noqa: E402
+from minimtl.files import atomic_write  # noqa: E402
+from minimtl.data import CLASS_NAMES, TASKS  # noqa: E402
+from minimtl.models import SHIPPED_MODEL  # noqa: E402
 from minimtl.train import load_model, predict  # noqa: E402
 
 PROG = "examples/predict.py"
@@ -69,7 +70,7 @@ def labelled(box, probabilities: dict[str, np.ndarray]) -> dict:
     face = {"box": box}
     for task, p in probabilities.items():
         best = int(np.argmax(p))
-        face[task] = (TASK_CLASS_NAMES[task][best], float(p[best]))
+        face[task] = (CLASS_NAMES[task][best], float(p[best]))
     return face
 
 
@@ -124,7 +125,7 @@ def place_captions(boxes, sizes, image_shape) -> tuple[list[tuple[int, int, int,
 def caption_lines(face: dict, scale: float, thickness: int) -> list[tuple[str, str, int, int]]:
     """``(task, text, width, height)`` of each line of a face's caption, in task order."""
     lines = []
-    for task in (t for t in TASK_CLASS_NAMES if t in face):
+    for task in (t for t in TASKS if t in face):
         text = f"{face[task][0]} {100 * face[task][1]:.0f}%"
         (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, thickness)
         lines.append((task, text, width, height))
@@ -168,7 +169,7 @@ def draw(image_bgr: np.ndarray, faces: list[dict]) -> np.ndarray:
 
 def table_row(source: str, index: int, face: dict) -> str:
     x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
-    cells = [f"{face[t][0]} ({100 * face[t][1]:.0f}%)" for t in TASK_CLASS_NAMES if t in face]
+    cells = [f"{face[t][0]} ({100 * face[t][1]:.0f}%)" for t in TASKS if t in face]
     return f"{cli.printable(source):<32} {index:>4}  ({x1},{y1},{x2},{y2})  " + "  ".join(f"{c:<22}" for c in cells)
 
 
@@ -183,7 +184,8 @@ def write_image(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise ValueError(f"OpenCV could not encode the labelled image for {path}")
-    write_atomically(path, encoded.tobytes())
+    with atomic_write(path) as stream:
+        stream.write(encoded.tobytes())
 
 
 def output_for_photos(source: Path, out: Path | None) -> tuple[Path, Path | None]:

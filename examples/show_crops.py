@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from minimtl import cli  # noqa: E402
 from minimtl.download import check_tar_complete  # noqa: E402
 from minimtl.faces import FaceCropper  # noqa: E402
 from minimtl.faces.crop import ImageReadError, read_image  # noqa: E402
+from minimtl.files import atomic_write  # noqa: E402
 
 PROG = "examples/show_crops.py"
 REPO = Path(__file__).resolve().parents[1]
@@ -91,13 +91,10 @@ def draw_figure(images: list[tuple[str, np.ndarray]], cropper: FaceCropper, out:
         axes[row, 0].set_ylabel(label, fontsize=9)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".png", delete=False)
-    handle.close()
     try:
-        figure.savefig(handle.name, dpi=120)
-        os.replace(handle.name, out)
+        with atomic_write(out) as stream:
+            figure.savefig(stream, dpi=120, format="png")
     finally:
-        Path(handle.name).unlink(missing_ok=True)
         plt.close(figure)
     return out
 

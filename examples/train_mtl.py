@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPOSITORY))  # run from a checkout without installing
 
 from minimtl import cli, compare, kernels  # noqa: E402
 from minimtl.compare import parse_seeds  # noqa: E402
-from minimtl.data import (DATASETS, GENKI4K, IMDBWIKI, MultiTaskDataset, SyntheticFaces, UTKFace,  # noqa: E402
-                          data_root, fetch)
+from minimtl.data import (DATASETS, GENKI4K, IMDBWIKI, TASKS, MultiTaskDataset, SyntheticFaces,  # noqa: E402
+                          UTKFace, data_root, fetch)
 from minimtl.report import measure_fps, write_report  # noqa: E402
 from minimtl.train import NonFiniteLoss, TrainConfig, evaluate_by_dataset, fit  # noqa: E402
 
@@ -65,43 +65,11 @@ DATA_SETS = {
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
-    defaults = TrainConfig()
     parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    model = parser.add_argument_group("model")
-    model.add_argument("--config", choices="ABC", default=defaults.config, help="A single task, B multi-task, C multi-task with fused features")
-    model.add_argument("--tasks", default=",".join(defaults.tasks), help="comma-separated: smile,gender,age (Config A: one)")
-    model.add_argument("--init", choices=["paper", "he"], default=defaults.init, help="paper: Gaussian with variance 0.01 (Section 4.3)")
-    model.add_argument("--dropout", type=float, default=defaults.dropout)
-    model.add_argument("--batch-norm-scale", action="store_true", help="learn a batch-norm scale too (beyond Table 3's counts)")
-    model.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=defaults.standardize,
-                       help="give the network each face at mean 0 and standard deviation 1")
-    model.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=defaults.test_flip,
-                       help="evaluate and predict on each face and its mirror image, averaging the probabilities")
-    training = parser.add_argument_group("training (defaults: Section 4.3)")
-    training.add_argument("--epochs", type=int, default=defaults.epochs)
-    training.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    training.add_argument("--lr", type=float, default=defaults.lr, help="initial learning rate of Eq. (4)")
-    training.add_argument("--decay-rate", type=float, default=defaults.decay_rate, help="Eq. (4)")
-    training.add_argument("--decay-steps", type=int, default=defaults.decay_steps,
-                          help="Eq. (4); default: fitted to the run (ten periods), 2000 is Section 4.3's")
-    training.add_argument("--staircase", action="store_true", help="decay in steps rather than continuously")
-    training.add_argument("--momentum", type=float, default=defaults.momentum)
-    training.add_argument("--nesterov", action="store_true")
-    training.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="λ of Eq. (2)")
-    training.add_argument("--task-weights", default="", help="μ_t of Eq. (2), e.g. smile=2,age=1 (default 1 each)")
-    training.add_argument("--normalize", choices=["present", "all"], default=defaults.normalize,
-                          help="Eq. (1) denominator: samples carrying the task, or the whole batch M")
-    training.add_argument("--no-augment", action="store_true", help="no random crop, flip or rotation")
-    training.add_argument("--no-balance", action="store_true",
-                          help="draw batches from the merged set as it is, instead of an equal share of each data set")
-    training.add_argument("--weight-average", type=float, default=defaults.weight_average,
-                          help="evaluate and save an exponential moving average of the weights with this decay "
-                               "(e.g. 0.999); 0: the last weights")
-    training.add_argument("--batch-norm-batches", type=int, default=defaults.batch_norm_batches,
-                          help="recompute batch-norm's statistics over this many training batches before each "
-                               "evaluation (0: keep the running averages)")
-    training.add_argument("--seed", type=int, default=defaults.seed, help="initial weights, batch order, augmentation, dropout")
+    # Every TrainConfig field is an option (--batch-size for batch_size), defined once in minimtl/train.py.
+    cli.add_config_options(parser, TrainConfig, {"model": parser.add_argument_group("model"),
+                                                 "training": parser.add_argument_group("training (defaults: Section 4.3)")})
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, default=None, help="default $MINIMTL_DATA or ~/.cache/minimtl/data")
     data.add_argument("--shared", type=Path, default=Path(os.environ.get("MINIMTL_SHARED", REPOSITORY.parent / "shared")),
@@ -147,8 +115,6 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
     """A one-line usage error for every option value training cannot use (before any data is read)."""
     import math
 
-    from minimtl.data import TASKS
-
     def bad(option: str, value, wanted: str) -> None:
         parser.error(f"{option} must be {wanted}, got {value}")
 
@@ -189,22 +155,8 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
 
 
 def train_config(arguments: argparse.Namespace, **overrides) -> TrainConfig:
-    task_weights = {}
-    for item in filter(None, arguments.task_weights.split(",")):
-        task, _, value = item.partition("=")
-        task_weights[task.strip()] = float(value)
-    values = dict(config=arguments.config, tasks=tuple(t.strip() for t in arguments.tasks.split(",") if t.strip()),
-                  epochs=arguments.epochs, batch_size=arguments.batch_size, lr=arguments.lr,
-                  decay_rate=arguments.decay_rate, decay_steps=arguments.decay_steps, staircase=arguments.staircase,
-                  momentum=arguments.momentum, nesterov=arguments.nesterov, weight_decay=arguments.weight_decay,
-                  task_weights=task_weights, dropout=arguments.dropout, init=arguments.init,
-                  batch_norm_scale=arguments.batch_norm_scale, standardize=arguments.standardize,
-                  test_flip=arguments.test_flip, normalize=arguments.normalize,
-                  augment=not arguments.no_augment, balance=not arguments.no_balance,
-                  batch_norm_batches=arguments.batch_norm_batches, weight_average=arguments.weight_average,
-                  seed=arguments.seed)
-    values.update(overrides)
-    return TrainConfig(**values)
+    """The run's ``TrainConfig``: the parsed options, then ``overrides`` (field name -> value)."""
+    return cli.config_from_arguments(TrainConfig, arguments, **overrides)
 
 
 def dataset_names(text: str, option: str) -> tuple[str, ...]:
@@ -445,7 +397,7 @@ def train_and_report(arguments: argparse.Namespace, communicator=None) -> None:
     else:
         check_run_dir(run_dir, config, arguments.resume)
     train, test, cross_test, description = load_data(arguments, config.tasks if not arguments.compare
-                                                     else ("smile", "gender", "age"))
+                                                     else TASKS)
     print(f"data: {description}")
     if not arguments.compare:
         run_one(config, train, test, run_dir, arguments, description, cross_test, communicator=communicator)
@@ -540,7 +492,7 @@ def table3_rows(arguments: argparse.Namespace) -> list[str]:
     from minimtl.models import PAPER_FPS, PAPER_PARAMETERS, BKNet
 
     measured = {}
-    for config, tasks in (("A", ("smile",)), ("B", ("smile", "gender", "age")), ("C", ("smile", "gender", "age"))):
+    for config, tasks in (("A", ("smile",)), ("B", TASKS), ("C", TASKS)):
         model = BKNet(config, tasks, init="he", seed=0)
         measured[config] = (model.num_parameters(), measure_fps(model, (1, 128), seconds=2.0))
     rows = ["| | parameters | paper | images/s, batch 1 | images/s, batch 128 | paper FPS |",

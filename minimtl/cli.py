@@ -42,16 +42,20 @@ can be any bytes): stdout and stderr write such characters as ``\\x..`` escapes.
 from __future__ import annotations
 
 import argparse
+import collections.abc
+import dataclasses
 import errno
 import math
 import os
 import sys
+import types
+import typing
 from typing import Callable, Sequence
 
 from minimtl import memory
 
-__all__ = ["ArgumentParser", "UsageError", "DEBUG_ENVIRONMENT_VARIABLE", "error_line", "integer", "number", "printable",
-           "run", "predict_command", "train_command"]
+__all__ = ["ArgumentParser", "UsageError", "DEBUG_ENVIRONMENT_VARIABLE", "add_config_options", "config_from_arguments",
+           "error_line", "integer", "number", "printable", "run", "predict_command", "train_command"]
 
 DEBUG_ENVIRONMENT_VARIABLE = "MINIMTL_DEBUG"
 USAGE_EXIT, DATA_EXIT, INTERRUPTED_EXIT = 2, 1, 130
@@ -110,6 +114,91 @@ def number(*, at_least: float | None = None, at_most: float | None = None, above
         return value
     parse.__name__ = "number"
     return parse
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class: type,
+                       groups: dict[str, "argparse._ArgumentGroup"] | None = None) -> None:
+    """Add one option per field of the dataclass ``config_class`` (such as ``minimtl.train.TrainConfig``).
+
+    A field ``batch_size: int = 128`` becomes ``--batch-size`` with ``type=int`` and default 128;
+    its ``metadata`` (``dataclasses.field(metadata=...)``) gives the rest:
+
+    * ``"help"``: the help text; ``"choices"``: the values allowed;
+    * ``"group"``: the key in ``groups`` of the argument group it is listed in (default ``"training"``;
+      without ``groups`` every option goes to ``parser``);
+    * ``"command_line": False``: no option for this field.
+
+    By annotation: ``int``, ``float``, ``str`` (and ``X | None``) take one value of that type; ``bool``
+    is ``--flag`` / ``--no-flag``; a sequence of strings is comma-separated text (``--tasks smile,age``)
+    and a ``dict[str, float]`` is ``name=value`` pairs (``--task-weights smile=2,age=1``), both kept as
+    text in the parsed arguments so that the caller can check them with its own messages;
+    :func:`config_from_arguments` turns them into values.
+
+    Args:
+        parser: the parser (or argument group) for options whose group is not in ``groups``.
+        config_class: a dataclass whose fields all have defaults.
+        groups: argument groups by name, e.g. ``{"model": parser.add_argument_group("model")}``.
+    """
+    groups = groups or {}
+    for field, kind in _command_line_fields(config_class):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        options = {"dest": field.name}
+        if "help" in field.metadata:
+            options["help"] = field.metadata["help"]
+        if "choices" in field.metadata:
+            options["choices"] = field.metadata["choices"]
+        if kind is bool:
+            options.update(action=argparse.BooleanOptionalAction, default=default)
+        elif kind == "list":
+            options.update(default=",".join(default))
+        elif kind == "pairs":
+            options.update(default=",".join(f"{name}={value:g}" for name, value in default.items()))
+        else:
+            options.update(type=kind, default=default)
+        group = groups.get(field.metadata.get("group", "training"), parser)
+        group.add_argument("--" + field.name.replace("_", "-"), **options)
+
+
+def config_from_arguments(config_class: type, arguments: argparse.Namespace, **overrides):
+    """The ``config_class`` instance the options of :func:`add_config_options` were given for.
+
+    Comma-separated text becomes a tuple of its non-empty items, stripped; ``name=value`` pairs a
+    ``{name: float(value)}`` dict.  ``overrides`` (field name -> value) replace parsed values.
+    """
+    values = {}
+    for field, kind in _command_line_fields(config_class):
+        value = getattr(arguments, field.name)
+        if kind == "list":
+            value = tuple(item.strip() for item in value.split(",") if item.strip())
+        elif kind == "pairs":
+            pairs = (item.partition("=") for item in filter(None, value.split(",")))
+            value = {name.strip(): float(number) for name, _, number in pairs}
+        values[field.name] = value
+    values.update(overrides)
+    return config_class(**values)
+
+
+def _command_line_fields(config_class: type):
+    """``(field, kind)`` for each field with an option; kind is a type, ``"list"`` or ``"pairs"``."""
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if not field.metadata.get("command_line", True):
+            continue
+        hint = hints[field.name]
+        arguments = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = typing.get_origin(hint)
+        if hint in (bool, int, float, str):
+            kind = hint
+        elif origin in (typing.Union, types.UnionType) and len(arguments) == 1 and arguments[0] in (int, float, str):
+            kind = arguments[0]  # X | None: None only as the default
+        elif origin in (tuple, list, collections.abc.Sequence) and arguments in ([str], [str, Ellipsis]):
+            kind = "list"
+        elif origin is dict and arguments == [str, float]:
+            kind = "pairs"
+        else:
+            raise TypeError(f"{config_class.__name__}.{field.name}: no command-line form for {hint}; "
+                            f"give it metadata={{'command_line': False}}")
+        yield field, kind
 
 
 def one_line(text: str) -> str:

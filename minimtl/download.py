@@ -149,44 +149,32 @@ def download(
 ) -> Path:
     """Download ``url`` to ``destination`` and return ``destination`` as a :class:`Path`.
 
-    Parameters
-    ----------
-    url:
-        ``http://``, ``https://`` or ``file://`` address.
-    destination:
-        Final path of the file.  Its folder is created if needed.  While
-        downloading, bytes go to ``destination`` + ``".part"``.
-    sha256, sha1:
-        Expected hex digests, or None to skip that check.  When given and an
-        existing ``destination`` already matches, nothing is downloaded.
-    progress:
-        Show a tqdm progress bar.
-    resume:
-        Continue an existing ``.part`` file with an HTTP ``Range`` request (a
-        server that ignores it sends the whole file, which is then written
-        from the start) and keep the ``.part`` if the connection drops, so the
-        next call continues.  With ``resume=False`` a dropped connection
-        removes the ``.part``.
-    timeout:
-        Seconds to wait for the server to connect or send the next bytes.
-    deadline:
-        Seconds the whole download may take (None: no limit).  ``timeout``
-        alone never ends a server that sends a byte now and then.
-    stall_seconds, stall_bytes:
-        The stall detector: a download that receives fewer than
-        ``stall_bytes`` in any ``stall_seconds`` is given up.  With
-        ``resume``, the ``.part`` is kept in both cases, so running again
-        continues where it stopped.
+    Args:
+        url: ``http://``, ``https://`` or ``file://`` address.
+        destination: Final path of the file.  Its folder is created if needed.  While
+            downloading, bytes go to ``destination`` + ``".part"``.
+        sha256, sha1: Expected hex digests, or None to skip that check.  When given and an
+            existing ``destination`` already matches, nothing is downloaded.
+        progress: Show a tqdm progress bar.
+        resume: Continue an existing ``.part`` file with an HTTP ``Range`` request (a
+            server that ignores it sends the whole file, which is then written
+            from the start) and keep the ``.part`` if the connection drops, so the
+            next call continues.  With ``resume=False`` a dropped connection
+            removes the ``.part``.
+        timeout: Seconds to wait for the server to connect or send the next bytes.
+        deadline: Seconds the whole download may take (None: no limit).  ``timeout``
+            alone never ends a server that sends a byte now and then.
+        stall_seconds, stall_bytes: The stall detector: a download that receives fewer than
+            ``stall_bytes`` in any ``stall_seconds`` is given up.  With
+            ``resume``, the ``.part`` is kept in both cases, so running again
+            continues where it stopped.
 
-    Raises
-    ------
-    DownloadError
-        The server is unreachable, answers with an HTTP error, sends fewer
-        bytes than it announced, stalls, or misses the deadline.  Nothing is
-        left at ``destination``.
-    ChecksumError
-        The downloaded bytes do not match ``sha256``/``sha1``; the ``.part``
-        file is removed and nothing is left at ``destination``.
+    Raises:
+        DownloadError: The server is unreachable, answers with an HTTP error, sends fewer
+            bytes than it announced, stalls, or misses the deadline.  Nothing is
+            left at ``destination``.
+        ChecksumError: The downloaded bytes do not match ``sha256``/``sha1``; the ``.part``
+            file is removed and nothing is left at ``destination``.
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {type(url).__name__}")

@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from minimtl.metrics import confusion_matrix
-from minimtl.models import PAPER_ACCURACY, PAPER_FPS, PAPER_PARAMETERS, TASK_CLASS_NAMES, TASK_CLASSES, BKNet
-from minimtl.data import MultiTaskDataset
+from minimtl.data import CLASS_NAMES, TASKS, MultiTaskDataset
+from minimtl.models import PAPER_ACCURACY, PAPER_FPS, PAPER_PARAMETERS, BKNet
 from minimtl.train import TrainConfig, predict
 
 
@@ -53,7 +53,7 @@ def plot_curves(history: list[dict], path: Path) -> Path:
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    tasks = [t for t in TASK_CLASSES if any(t in r["test"] or t in r["train"] for r in history)]
+    tasks = [t for t in TASKS if any(t in r["test"] or t in r["train"] for r in history)]
     figure, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 6.5), squeeze=False)
     for column, task in enumerate(tasks):
         for split, style in (("train", "-"), ("test", "--")):
@@ -86,7 +86,7 @@ def plot_errors(test_data: MultiTaskDataset, probabilities: dict[str, np.ndarray
         predicted = probabilities[task].argmax(1)
         wrong = present[predicted[present] != test_data.labels[task][present]]
         wrong = wrong[np.argsort(-probabilities[task][wrong].max(1))][:per_task]
-        names = TASK_CLASS_NAMES[task]
+        names = CLASS_NAMES[task]
         for column in range(per_task):
             axis = axes[row, column]
             axis.axis("off")
@@ -105,7 +105,7 @@ def plot_errors(test_data: MultiTaskDataset, probabilities: dict[str, np.ndarray
 def plot_confusion(matrix: np.ndarray, task: str, path: Path) -> Path:
     """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
     plt = _pyplot()
-    names = TASK_CLASS_NAMES[task]
+    names = CLASS_NAMES[task]
     figure, axis = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.7 * len(names)))
     axis.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
@@ -184,7 +184,7 @@ def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model:
     final = history[-1]["test"]
     for task in model.tasks:
         present = test_data.masks[task] == 1
-        matrix = confusion_matrix(probabilities[task].argmax(1), test_data.labels[task], TASK_CLASSES[task], present)
+        matrix = confusion_matrix(probabilities[task].argmax(1), test_data.labels[task], len(CLASS_NAMES[task]), present)
         plot_confusion(matrix, task, run_dir / f"confusion_{task}.png")
     fps = fps if fps is not None else measure_fps(model)
 
@@ -216,7 +216,7 @@ def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model:
     lines += [
               "## Parameters and speed beside the paper's Table 3", "",
               "| | minimtl | paper |", "|---|---:|---:|"]
-    paper_tasks = ["smile"] if config.config == "A" else list(TASK_CLASSES)
+    paper_tasks = ["smile"] if config.config == "A" else list(TASKS)
     paper_parameters = f"{PAPER_PARAMETERS[config.config]:,}" if list(model.tasks) == paper_tasks else "—"
     lines.append(f"| trainable parameters | {model.num_parameters():,} | {paper_parameters} |")
     for batch, value in fps.items():

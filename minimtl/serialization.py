@@ -8,13 +8,14 @@ hold numbers only, never code.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from minimtl.files import atomic_write
 
 
 def save(state: Mapping[str, np.ndarray] | object, path: str | os.PathLike) -> Path:
@@ -29,15 +30,8 @@ def save(state: Mapping[str, np.ndarray] | object, path: str | os.PathLike) -> P
         if array.dtype == object:
             raise TypeError(f"state entry {name!r} is not a numeric array")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_write(path) as file:
+        np.savez(file, **arrays)
     return path
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from minimtl import memory, serialization
 from minimtl.autograd import Tensor, no_grad
-from minimtl.data import Augment, DataLoader, MultiTaskDataset, normalize
+from minimtl.data import TASKS, Augment, DataLoader, MultiTaskDataset, normalize
 from minimtl.losses import masked_cross_entropy, total_loss
 from minimtl.metrics import accuracy, majority_share
 from minimtl.models import BKNet
@@ -43,58 +43,81 @@ from minimtl.optim import SGD, ExponentialDecay, WeightAverage
 
 @dataclass
 class TrainConfig:
-    """Every hyper-parameter of a run; defaults are Section 4.3's unless said otherwise."""
+    """Every hyper-parameter of a run; defaults are Section 4.3's unless said otherwise.
 
-    config: str = "C"
-    tasks: Sequence[str] = ("smile", "gender", "age")
+    A field is defined once, here: ``examples/train_mtl.py`` makes each into an option
+    (``batch_size`` -> ``--batch-size``, a bool -> ``--flag`` / ``--no-flag``) with
+    :func:`minimtl.cli.add_config_options`, its type from the annotation and its help, group
+    and choices from ``metadata``; ``metadata={"command_line": False}`` keeps a field off the
+    command line.
+    """
+
+    config: str = field(default="C", metadata={
+        "group": "model", "choices": ("A", "B", "C"),
+        "help": "A single task, B multi-task, C multi-task with fused features"})
+    tasks: Sequence[str] = field(default=TASKS, metadata={
+        "group": "model", "help": "comma-separated: smile,gender,age (Config A: one)"})
     # The paper ran 500; 12 balanced epochs of GENKI-4K + WIKI (477 steps each, ~5,700 steps) fit the 60-minute
     # budget on 2 cores (docs/results.md).
     epochs: int = 12
     batch_size: int = 128
-    lr: float = 0.01
-    decay_rate: float = 0.8
+    lr: float = field(default=0.01, metadata={"help": "initial learning rate of Eq. (4)"})
+    decay_rate: float = field(default=0.8, metadata={"help": "Eq. (4)"})
     # Eq. (4) with Section 4.3's 2000 steps spans the paper's 500 epochs; in a run of ~2,400 steps it would leave the
     # rate at 0.89 of its start, and test accuracy swings by several points between epochs. None fits the schedule to
     # the run instead: DECAYS_PER_RUN periods of decay_rate, so the rate ends at 0.8^10 ≈ 0.11 of its start.
     # --decay-steps 2000 restores the paper's.
-    decay_steps: int | None = None
-    staircase: bool = False
+    decay_steps: int | None = field(default=None, metadata={
+        "help": "Eq. (4); default: fitted to the run (ten periods), 2000 is Section 4.3's"})
+    staircase: bool = field(default=False, metadata={"help": "decay in steps rather than continuously"})
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: float = 0.01  # λ of Eq. (2)
-    task_weights: dict[str, float] = field(default_factory=dict)  # μ_t of Eq. (2); 1 when absent
-    dropout: float = 0.5
+    weight_decay: float = field(default=0.01, metadata={"help": "λ of Eq. (2)"})
+    task_weights: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "μ_t of Eq. (2), e.g. smile=2,age=1 (default 1 each)"})
+    dropout: float = field(default=0.5, metadata={"group": "model"})
     # Section 4.3 draws every weight from N(0, 0.01). Behind batch-norm a layer's effective learning rate is
     # lr / ‖w‖², and with variance 0.01 the 589,824 weights of a 256→256 convolution start at ‖w‖² ≈ 5,900 against
     # ≈ 510 with He's variance 2 / fan-in: the deep layers learn ~10× slower. Over the paper's 500 epochs that washes
     # out; in a 90-minute run it does not (Config C, one epoch: smile 63%, gender 70% with "paper"), so "he" is the
     # default here and "paper" reproduces Section 4.3 exactly.
-    init: str = "he"
-    batch_norm_scale: bool = False
-    standardize: bool = False  # each face to mean 0 and standard deviation 1 before the trunk (BKNet(standardize=))
-    # Evaluate and predict on each face and its mirror image, averaging the probabilities. In the pilot runs
-    # (docs/results.md) it raised 16 of 20 task accuracies, by up to 1.5 points, and lowered three by at most 0.34.
-    test_flip: bool = True
-    # Evaluate and save an exponential moving average of the weights (optim.WeightAverage) with this decay; 0: the
-    # last weights as trained. With 0.999 the default run (seed 0) ended 1.2 points higher on smile, 0.4 on WIKI
-    # gender and 0.85 on WIKI age, and was ahead in 33 of the 36 per-epoch figures (docs/results.md).
-    weight_average: float = 0.999
-    normalize: str = "present"  # Eq. (1) denominator: "all" (M) or "present" (samples with the task)
-    augment: bool = True  # random crop, flip and rotation (Section 3.1), training only
+    init: str = field(default="he", metadata={
+        "group": "model", "choices": ("paper", "he"), "help": "paper: Gaussian with variance 0.01 (Section 4.3)"})
+    batch_norm_scale: bool = field(default=False, metadata={
+        "group": "model", "help": "learn a batch-norm scale too (beyond Table 3's counts)"})
+    standardize: bool = field(default=False, metadata={  # BKNet(standardize=)
+        "group": "model", "help": "give the network each face at mean 0 and standard deviation 1"})
+    # In the pilot runs (docs/results.md) it raised 16 of 20 task accuracies, by up to 1.5 points, and lowered three
+    # by at most 0.34.
+    test_flip: bool = field(default=True, metadata={
+        "group": "model", "help": "evaluate and predict on each face and its mirror image, averaging the probabilities"})
+    # optim.WeightAverage. With 0.999 the default run (seed 0) ended 1.2 points higher on smile, 0.4 on WIKI gender
+    # and 0.85 on WIKI age, and was ahead in 33 of the 36 per-epoch figures (docs/results.md).
+    weight_average: float = field(default=0.999, metadata={
+        "help": "evaluate and save an exponential moving average of the weights with this decay (e.g. 0.999); "
+                "0: the last weights"})
+    normalize: str = field(default="present", metadata={
+        "choices": ("present", "all"),
+        "help": "Eq. (1) denominator: samples carrying the task, or the whole batch M"})
+    augment: bool = field(default=True, metadata={
+        "help": "random crop, flip and rotation of the training faces (Section 3.1)"})
     # Equal share of every member data set in each batch, repeating the small one within an epoch, as the BKNet
     # reference repeats GENKI-4K: without it smile (3,000 faces against ~19,000) is 14% of each batch and is seen
     # only once per epoch; with it, 64 of 128 and about six times per epoch.
-    balance: bool = True
-    # Before each evaluation, batch-norm's running mean and variance are recomputed as the plain average of the
-    # batch statistics of this many training batches (forward passes only; the weights do not change): the running
-    # averages kept during training (momentum 0.1) follow the last ten or so batches, and that noise alone moved the
-    # default run's age accuracy by 3.5 points (54.80% as trained, 58.34% recomputed over 50 batches, 58.19% over
-    # 200). 0 keeps the running averages.
-    batch_norm_batches: int = 50
+    balance: bool = field(default=True, metadata={
+        "help": "an equal share of each data set in every batch (else batches are drawn from the merged set "
+                "as it is)"})
+    # The recomputed statistics are the plain average of the batch statistics of this many training batches
+    # (forward passes only; the weights do not change): the running averages kept during training (momentum 0.1)
+    # follow the last ten or so batches, and that noise alone moved the default run's age accuracy by 3.5 points
+    # (54.80% as trained, 58.34% recomputed over 50 batches, 58.19% over 200).
+    batch_norm_batches: int = field(default=50, metadata={
+        "help": "recompute batch-norm's statistics over this many training batches before each evaluation "
+                "(0: keep the running averages)"})
     # Samples per epoch; None: one pass over the largest member data set per member (with balance). The comparison
     # of configurations (--compare) gives each single-task run as many samples of its task as the multi-task run sees.
-    epoch_samples: int | None = None
-    seed: int = 0
+    epoch_samples: int | None = field(default=None, metadata={"command_line": False})
+    seed: int = field(default=0, metadata={"help": "initial weights, batch order, augmentation, dropout"})
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)

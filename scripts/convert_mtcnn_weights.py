@@ -22,11 +22,15 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from minimtl.files import atomic_write  # noqa: E402
 
 # The Keras layers of each network, in get_weights() order, with the shape each array must have.
 LAYOUT: dict[str, list[tuple[str, tuple[int, ...]]]] = {
@@ -106,12 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     named = name_arrays(lists)
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / "mtcnn.npz"
-    with tempfile.NamedTemporaryFile(dir=args.out, suffix=".npz.tmp", delete=False) as handle:
+    with atomic_write(target) as handle:
         buffer = io.BytesIO()
         np.savez(buffer, **named)  # uncompressed: float weights barely compress, and loading stays instant
         handle.write(buffer.getvalue())
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates 0600; the package file must be readable by all
-    os.replace(handle.name, target)
+        os.fchmod(handle.fileno(), 0o644)  # the temporary is created 0600; the package file must be readable by all
     (args.out / "LICENSE.mtcnn").write_bytes(
         b"The weights in mtcnn.npz are converted from the PyPI package mtcnn==1.0.0\n"
         b"(https://github.com/ipazc/mtcnn), distributed under this licence:\n\n" + licence)

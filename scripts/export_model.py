@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPOSITORY))
 from minimtl import cli, serialization  # noqa: E402
 from minimtl.data import GENKI4K, IMDBWIKI, UTKFace, MultiTaskDataset  # noqa: E402
 from minimtl.metrics import confusion_matrix, majority_share  # noqa: E402
-from minimtl.models import SHIPPED_MODEL, TASK_CLASS_NAMES  # noqa: E402
+from minimtl.data import CLASS_NAMES  # noqa: E402
+from minimtl.models import SHIPPED_MODEL  # noqa: E402
 from minimtl.train import load_model, predict  # noqa: E402
 
 SAMPLE = 100  # test faces per data set in the fixed sample (detector-found faces only: each is cropped alone, and a
@@ -92,8 +93,8 @@ def main(argv=None) -> None:
             sample[split.name]["predicted"][task] = reduced[task][chosen].tolist()
             sample[split.name]["accuracy"][task] = correct
             sample_rows.append(f"| {split.name} | {task} | {len(chosen)} | {100 * correct:.2f}% |")
-            matrix = confusion_matrix(reduced[task], truth, len(TASK_CLASS_NAMES[task]))
-            names = TASK_CLASS_NAMES[task]
+            matrix = confusion_matrix(reduced[task], truth, len(CLASS_NAMES[task]))
+            names = CLASS_NAMES[task]
             confusions += [f"**{split.name}, {task}** (rows: true class, columns: predicted)", "",
                            "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
             confusions += [f"| {names[i]} | " + " | ".join(str(v) for v in matrix[i]) + " |" for i in range(len(names))]

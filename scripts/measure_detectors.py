@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from minimtl.archives import FileSource  # noqa: E402
+from minimtl.files import atomic_write  # noqa: E402
 
 _detectors = None
 
@@ -78,10 +79,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the per-image rows and the summary as JSON")
     args = parser.parse_args(argv)
 
-    with tarfile.open(args.archive) as archive:
-        items = [(m.name, archive.extractfile(m).read()) for m in archive.getmembers()
-                 if m.isfile() and m.name.lower().endswith(".jpg")]
-    items.sort()
+    archive = FileSource(args.archive)
+    items = sorted(archive.iterate([name for name in archive.names() if name.lower().endswith(".jpg")]))
     if args.limit:
         items = items[:args.limit]
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -117,9 +116,8 @@ def main(argv=None) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "mtcnn_missed"}, indent=2))
     print(f"MTCNN missed {len(summary['mtcnn_missed'])}: {summary['mtcnn_missed'][:20]}")
     if args.out:
-        temporary = args.out.with_suffix(args.out.suffix + ".tmp")
-        temporary.write_text(json.dumps({"summary": summary, "rows": rows}))
-        os.replace(temporary, args.out)
+        with atomic_write(args.out, "w") as stream:
+            stream.write(json.dumps({"summary": summary, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -121,9 +121,10 @@ def test_an_archive_keeps_its_identity_when_copied_and_loses_it_when_changed(tmp
     import os
     import shutil
 
+    from minimtl import archives
     from minimtl.data import base
 
-    monkeypatch.setattr(base, "ARCHIVE_SAMPLE_BYTES", 1024)  # a small archive still has a head, a middle and a tail
+    monkeypatch.setattr(archives, "ARCHIVE_SAMPLE_BYTES", 1024)  # a small archive still has a head, a middle and a tail
     original = tmp_path / "faces.tar"
     member = tmp_path / "face.bin"
     member.write_bytes(np.random.default_rng(0).bytes(20_000))

@@ -263,9 +263,10 @@ def _layer_rows(model, config):
 def architecture_diagram(config: str = "C") -> None:
     """Figure 3 drawn from ``minimtl.models.BKNet(config)``: shapes from a forward pass, parameters counted."""
     from minimtl import nn
+    from minimtl.data import TASKS
     from minimtl.models import BKNet, PAPER_PARAMETERS
 
-    tasks = ["smile"] if config == "A" else ["smile", "gender", "age"]
+    tasks = ["smile"] if config == "A" else list(TASKS)
     model = BKNet(config, tasks)
     rows, flat_shape, fused_shape = _layer_rows(model, config)
     first_convs = [m for m in model.block1.modules() if isinstance(m, nn.Conv2d)]

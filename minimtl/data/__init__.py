@@ -2,7 +2,8 @@
 
 The pieces, one module each:
 
-* :mod:`~minimtl.data.base` — data root, reading archives or folders, the default crop, the crop cache;
+* :mod:`~minimtl.data.base` — data root, the default crop, the crop cache (archives and folders are read by
+  :class:`minimtl.archives.FileSource`);
 * :mod:`~minimtl.data.genki`, :mod:`~minimtl.data.utkface`, :mod:`~minimtl.data.imdbwiki` — the data sets;
 * :mod:`~minimtl.data.age_groups` — the paper's six age groups;
 * :mod:`~minimtl.data.multitask` — one set from several, with per-task labels and masks (Equation 1's β);

@@ -24,18 +24,15 @@ AGE_GROUP_NAMES = ("0-15", "16-25", "26-35", "36-45", "46-60", "61+")
 def age_group(age):
     """Return the age-group label (0..5) of ``age`` in years.
 
-    Parameters
-    ----------
-    age:
-        A number, or an array-like of any shape, of ages in years (>= 0).
+    Args:
+        age: A number, or an array-like of any shape, of ages in years (>= 0).
 
-    Returns
-    -------
-    ``int`` for a scalar input, else an ``int64`` array of the input's shape.
+    Returns:
+        ``int`` for a scalar input, else an ``int64`` array of the input's shape.
 
-    Raises
-    ------
-    TypeError for non-numeric input; ValueError for negative or NaN ages.
+    Raises:
+        TypeError: non-numeric input.
+        ValueError: negative or NaN ages.
     """
     ages = np.asarray(age)
     if ages.dtype == bool or not np.issubdtype(ages.dtype, np.number):

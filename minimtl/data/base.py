@@ -3,8 +3,8 @@
 * :func:`data_root` — the folder for downloads, extracted data and caches:
   an explicit argument, else the environment variable ``MINIMTL_DATA``, else
   ``~/.cache/minimtl/data``.
-* :class:`FileSource` — read image files the same way from a ``.tar`` /
-  ``.tar.gz`` archive (without extracting it) or from a folder.
+* :class:`FileSource` (from :mod:`minimtl.archives`) — read image files the same way from a
+  ``.tar`` / ``.tar.gz`` / ``.zip`` archive (without extracting it) or from a folder.
 * :func:`default_crop` — the one face framing every data set and ``examples/predict.py``
   share: MTCNN, then the five landmarks placed on one template (Section 3.1's
   crop, made the same for every source; :class:`minimtl.faces.FaceCropper`).
@@ -14,7 +14,8 @@
 * :func:`prepare_images` — decode and crop every listed image once (a face
   cropper in one process per CPU), and keep the 48×48 results of the whole
   data set in one ``.npz`` under ``<data root>/cache`` keyed by the archive's
-  identity and the crop's settings, so the second run only reads that file.
+  identity and the crop's settings (:class:`minimtl.crop_cache.DatasetCache`),
+  so the second run only reads that file.
   Images that cannot be decoded are returned with their reason, never dropped
   silently; images in which the detector finds no face are cropped at the
   data set's median face position and listed by name (``fallbacks``).
@@ -24,23 +25,23 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
-import tarfile
-import tempfile
-import zipfile
-import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from minimtl.archives import FileSource
+from minimtl.crop_cache import DatasetCache
+
+from .age_groups import AGE_GROUP_NAMES
+
 __all__ = [
+    "CLASS_NAMES",
     "IMAGE_SIZE",
     "TASKS",
     "CentreCrop",
@@ -55,13 +56,14 @@ log = logging.getLogger("minimtl.data")
 
 #: Side of the square grayscale face images the network takes (Section 3.1).
 IMAGE_SIZE = 48
-#: The paper's three tasks, in the order the loader reports them.
+#: The paper's three tasks, in the order the loader reports them: the one list of task names in minimtl.
 TASKS = ("smile", "gender", "age")
-#: Class names of each task's labels.  Gender follows UTKFace: 0 = male, 1 = female.
+#: Class names of each task's labels, indexed by label; ``len(CLASS_NAMES[task])`` is its number of classes.
+#: Gender follows UTKFace: 0 = male, 1 = female.  The age groups are defined in :mod:`minimtl.data.age_groups`.
 CLASS_NAMES = {
     "smile": ("not smiling", "smiling"),
     "gender": ("male", "female"),
-    "age": ("0-15", "16-25", "26-35", "36-45", "46-60", "61+"),
+    "age": AGE_GROUP_NAMES,
 }
 
 Crop = Callable[[np.ndarray], "np.ndarray | None"]
@@ -76,128 +78,6 @@ def data_root(root: Path | str | None = None) -> Path:
     if root is None:
         root = os.environ.get("MINIMTL_DATA") or Path.home() / ".cache" / "minimtl" / "data"
     return Path(root).expanduser()
-
-
-# --------------------------------------------------------------------------- reading archives and folders
-class FileSource:
-    """The files of a data set, read from a tar archive (any compression) or from a folder.
-
-    Names are POSIX paths relative to the archive root or the folder, e.g.
-    ``"genki4k/files/file0001.jpg"``.  Listing an uncompressed tar reads only its
-    headers; listing a ``.tar.gz`` decompresses it once (about 1.5 s for UTKFace).
-    """
-
-    def __init__(self, path: Path | str):
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a file or folder path, got {type(path).__name__}")
-        self.path = Path(path).expanduser()
-        if self.path.is_dir():
-            self.is_archive = False
-        elif self.path.is_file():
-            try:
-                is_tar = tarfile.is_tarfile(self.path)
-            except (OSError, EOFError, zlib.error) as error:
-                raise ValueError(self._damaged(error)) from error
-            if not is_tar:
-                raise ValueError(f"{self.path} is neither a folder nor a tar archive (.tar, .tar.gz)")
-            self.is_archive = True
-        else:
-            raise FileNotFoundError(f"data set source not found: {self.path}")
-        self._names: list[str] | None = None
-
-    def __repr__(self) -> str:
-        return f"FileSource({str(self.path)!r})"
-
-    def _damaged(self, error: BaseException) -> str:
-        return (f"{self.path} is truncated or corrupt ({type(error).__name__}: {' '.join(str(error).split())}): "
-                f"download or copy it again (python -m minimtl.data fetch checks its checksum)")
-
-    def names(self) -> list[str]:
-        """Relative names of all regular files, in archive (or sorted folder) order."""
-        if self._names is None:
-            if self.is_archive:
-                from minimtl.download import ArchiveError, check_tar_complete
-
-                try:
-                    with tarfile.open(self.path) as tar:
-                        self._names = [member.name for member in tar if member.isfile()]
-                    check_tar_complete(self.path)  # tarfile stops silently at a cut between members
-                except _ARCHIVE_ERRORS + (ArchiveError,) as error:
-                    raise ValueError(self._damaged(error)) from error
-            else:
-                self._names = sorted(
-                    PurePosixPath(Path(folder, file).relative_to(self.path)).as_posix()
-                    for folder, _, files in os.walk(self.path)
-                    for file in files
-                )
-        return self._names
-
-    def read(self, name: str) -> bytes:
-        """Bytes of one file.  For a compressed archive prefer :meth:`iterate`."""
-        if self.is_archive:
-            try:
-                with tarfile.open(self.path) as tar:
-                    handle = tar.extractfile(name)
-                    if handle is None:
-                        raise KeyError(f"{name} is not a regular file in {self.path.name}")
-                    return handle.read()
-            except _ARCHIVE_ERRORS as error:
-                raise ValueError(self._damaged(error)) from error
-        return (self.path / name).read_bytes()
-
-    def iterate(self, wanted: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        """Yield ``(name, bytes)`` for each wanted file, in one pass in archive order."""
-        wanted = set(wanted)
-        if self.is_archive:
-            try:
-                with tarfile.open(self.path, mode="r|*") as tar:  # stream: one decompression pass
-                    for member in tar:
-                        if member.isfile() and member.name in wanted:
-                            handle = tar.extractfile(member)
-                            yield member.name, handle.read()
-            except _ARCHIVE_ERRORS as error:
-                raise ValueError(self._damaged(error)) from error
-        else:
-            for name in sorted(wanted):
-                try:
-                    data = (self.path / name).read_bytes()
-                except OSError as error:  # absent or unreadable: reported by the caller as missing
-                    log.debug("cannot read %s: %s", self.path / name, error)
-                    continue
-                yield name, data
-
-    def identity(self) -> str:
-        """A short string that changes when the archive or folder contents change.
-
-        An archive is identified by its file name, its size and a digest of its
-        first and last MiB: cheap (no full read), and a copy of the same archive
-        (a new modification time, another folder: shared/ laid anew on a new
-        machine) keeps its crop cache.  A folder by the names, sizes and
-        modification times of its files.
-        """
-        if self.is_archive:
-            size = self.path.stat().st_size
-            sample = hashlib.sha1()
-            with open(self.path, "rb") as handle:
-                sample.update(handle.read(ARCHIVE_SAMPLE_BYTES))
-                handle.seek(max(size - ARCHIVE_SAMPLE_BYTES, 0))
-                sample.update(handle.read(ARCHIVE_SAMPLE_BYTES))
-            text = f"archive:{self.path.name}:{size}:{sample.hexdigest()}"
-        else:
-            digest = hashlib.sha1()
-            for name in self.names():
-                try:
-                    info = (self.path / name).stat()
-                except OSError:  # a dangling link or a file removed since listing: read as missing later
-                    digest.update(f"{name}:absent\n".encode())
-                    continue
-                digest.update(f"{name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
-            text = f"folder:{digest.hexdigest()}"
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-ARCHIVE_SAMPLE_BYTES = 2**20  # how much of each end of an archive its identity reads
-_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)  # what a truncated or damaged tar raises
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -269,10 +149,6 @@ def crop_cache_key(crop: Crop) -> str:
     return str(key)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:60] or "crop"
-
-
 def decode_image(data: bytes) -> np.ndarray | None:
     """JPEG/PNG bytes -> (H, W, 3) uint8 BGR image, or None if they cannot be decoded."""
     if not data:
@@ -289,12 +165,11 @@ FALLBACK_REASON = "no face found by the detector: cropped at the data set's medi
 class Prepared:
     """The 48×48 faces of a data set's listed members (see :func:`prepare_images`).
 
-    Attributes
-    ----------
-    images: (K, 48, 48) uint8, one per kept member, in the order of the members.
-    kept: (N,) bool, which of the N members have an image.
-    rejected: ``(member name, reason)`` for the members without one.
-    fallbacks: ``(member name, reason)`` for kept members the detector missed, cropped by the fallback.
+    Attributes:
+        images: (K, 48, 48) uint8, one per kept member, in the order of the members.
+        kept: (N,) bool, which of the N members have an image.
+        rejected: ``(member name, reason)`` for the members without one.
+        fallbacks: ``(member name, reason)`` for kept members the detector missed, cropped by the fallback.
     """
 
     images: np.ndarray
@@ -326,22 +201,14 @@ def prepare_images(
     faces found there is no median, and the misses are rejected.  Any other
     ``crop`` callable runs here, one image after another.
     """
-    key_text = json.dumps({"dataset": dataset_name, "source": source.identity(),
-                           "members": hashlib.sha1("\n".join(members).encode()).hexdigest(),
-                           "crop": crop_cache_key(crop)}, sort_keys=True)
-    digest = hashlib.sha1(key_text.encode()).hexdigest()[:16]
-    cache_file = None
+    key_text = DatasetCache.key(dataset_name, source.identity(), members, crop_cache_key(crop))
+    cache = cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{_slug(dataset_name)}-{_slug(crop_cache_key(crop))}-{digest}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as stored:
-                    if str(stored["key"]) == key_text:
-                        return Prepared(stored["images"], stored["kept"],
-                                        list(zip(stored["rejected_names"].tolist(), stored["rejected_reasons"].tolist())),
-                                        list(zip(stored["fallback_names"].tolist(), stored["fallback_reasons"].tolist())))
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:  # damaged cache: rebuild it
-                log.warning("ignoring unreadable crop cache %s (%s)", cache_file, error)
+        cache = DatasetCache(cache_dir)
+        cache_file = cache.path(dataset_name, crop_cache_key(crop), key_text)
+        stored = cache.get(cache_file, key_text)
+        if stored is not None:
+            return Prepared(**stored)
 
     index = {name: position for position, name in enumerate(members)}
     if len(index) != len(members):
@@ -405,20 +272,8 @@ def prepare_images(
     rejected = [(name, reasons[name]) for name in members if name in reasons]
     fallbacks.sort(key=lambda item: index[item[0]])
 
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=cache_file.name + ".", suffix=".tmp", dir=cache_file.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, key=np.array(key_text), images=images, kept=kept,
-                         rejected_names=np.array([n for n, _ in rejected], dtype=str),
-                         rejected_reasons=np.array([r for _, r in rejected], dtype=str),
-                         fallback_names=np.array([n for n, _ in fallbacks], dtype=str),
-                         fallback_reasons=np.array([r for _, r in fallbacks], dtype=str))
-            os.replace(temporary, cache_file)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    if cache is not None:
+        cache.put(cache_file, key_text, images, kept, rejected, fallbacks)
     return Prepared(images, kept, rejected, fallbacks)
 
 
@@ -440,15 +295,14 @@ def fallback_crop(cropper, data: bytes, landmarks: np.ndarray) -> np.ndarray | N
 class FaceDataset:
     """Face images with labels for some of the tasks ``"smile"``, ``"gender"``, ``"age"``.
 
-    Attributes
-    ----------
-    name: str — shown in logs and class-count tables.
-    tasks: tuple of task names this data set labels.
-    names: (N,) str array — image names inside the source (unique).
-    labels: dict task -> (N,) int64 class labels.
-    images: (N, 48, 48) uint8 array, or None when built with ``load_images=False``.
-    rejected: list of ``(name, reason)`` — listed images left out (unreadable, no face, unparsable name).
-    synthetic: True only for generated data (see :mod:`minimtl.data.synthetic`).
+    Attributes:
+        name: str — shown in logs and class-count tables.
+        tasks: tuple of task names this data set labels.
+        names: (N,) str array — image names inside the source (unique).
+        labels: dict task -> (N,) int64 class labels.
+        images: (N, 48, 48) uint8 array, or None when built with ``load_images=False``.
+        rejected: list of ``(name, reason)`` — listed images left out (unreadable, no face, unparsable name).
+        synthetic: True only for generated data (see :mod:`minimtl.data.synthetic`).
 
     ``dataset[i]`` is ``(image (48, 48) uint8, {task: int label})``.
     """

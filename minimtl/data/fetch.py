@@ -85,16 +85,15 @@ def fetch(name: str, *, root: Path | str | None = None, url: str | None = None, 
           progress: bool = True) -> Path:
     """Make data set ``name`` available under the data root and return its extracted folder.
 
-    Parameters
-    ----------
-    name: a key of :data:`DATASETS` ("genki4k", "utkface", "wiki_crop", "imdb_crop").
-    root: data root (default ``$MINIMTL_DATA`` or ``~/.cache/minimtl/data``).
-    url: a mirror to download from instead of the upstream address.
-    archive: a local archive to use instead of downloading.
-    sha256: expected digest, overriding the known one (for a different release).
-    verify: False to accept an archive whose checksum differs or is unknown.
-    force: extract again even if the folder exists.
-    keep_archive: keep the downloaded archive in ``<root>/downloads``.
+    Args:
+        name: a key of :data:`DATASETS` ("genki4k", "utkface", "wiki_crop", "imdb_crop").
+        root: data root (default ``$MINIMTL_DATA`` or ``~/.cache/minimtl/data``).
+        url: a mirror to download from instead of the upstream address.
+        archive: a local archive to use instead of downloading.
+        sha256: expected digest, overriding the known one (for a different release).
+        verify: False to accept an archive whose checksum differs or is unknown.
+        force: extract again even if the folder exists.
+        keep_archive: keep the downloaded archive in ``<root>/downloads``.
 
     Raises :class:`~minimtl.download.ChecksumError` (a ValueError) on a digest
     mismatch, :class:`~minimtl.download.DownloadError` on network failure,

@@ -79,21 +79,16 @@ def unlabelled_images(source: FileSource, images: list[str]) -> list[tuple[str, 
 class GENKI4K(FaceDataset):
     """GENKI-4K smile data set: task ``"smile"`` (0 = not smiling, 1 = smiling).
 
-    Parameters
-    ----------
-    source:
-        ``genki4k.tar``, the folder it was extracted to, or None for the copy
-        fetched into the data root (``python -m minimtl.data fetch genki4k``).
-    root:
-        Data root (default ``$MINIMTL_DATA`` or ``~/.cache/minimtl/data``); the crop cache lives in ``root/cache``.
-    crop:
-        ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None``; default
-        :func:`~minimtl.data.base.default_crop`, the project's one face framing
-        (MTCNN and the landmark template, as the paper crops with MTCNN).
-    load_images:
-        False to read only the labels (fast: no decoding).
-    cache, progress:
-        Keep/reuse the cropped images in the data root; show a progress bar.
+    Args:
+        source: ``genki4k.tar``, the folder it was extracted to, or None for the copy
+            fetched into the data root (``python -m minimtl.data fetch genki4k``).
+        root: Data root (default ``$MINIMTL_DATA`` or ``~/.cache/minimtl/data``); the crop cache lives in
+            ``root/cache``.
+        crop: ``crop(image_bgr (H, W, 3) uint8) -> (48, 48) uint8 | None``; default
+            :func:`~minimtl.data.base.default_crop`, the project's one face framing
+            (MTCNN and the landmark template, as the paper crops with MTCNN).
+        load_images: False to read only the labels (fast: no decoding).
+        cache, progress: Keep/reuse the cropped images in the data root; show a progress bar.
 
     Attributes beyond :class:`FaceDataset`: ``pose`` (N, 3) float64 yaw, pitch, roll in radians.
     """

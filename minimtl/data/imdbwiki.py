@@ -113,19 +113,14 @@ def read_imdbwiki_metadata(mat_file) -> dict[str, np.ndarray]:
 class IMDBWIKI(FaceDataset):
     """IMDB-WIKI with tasks ``"gender"`` (0 male, 1 female) and ``"age"`` (group 0..5).
 
-    Parameters
-    ----------
-    source:
-        ``wiki_crop.tar`` / ``imdb_crop.tar``, the folder one was extracted to
-        (holding ``wiki.mat`` or ``imdb.mat`` somewhere inside), or None for
-        the copy fetched into the data root under ``part``.
-    part:
-        ``"wiki"`` or ``"imdb"``: which fetched copy to use when ``source`` is None.
-    min_face_score, max_second_face_score:
-        Quality filters (see the module docstring); ``max_second_face_score=None``
-        drops every photo in which a second face was found.
-    root, crop, load_images, cache, progress:
-        As for :class:`~minimtl.data.GENKI4K`.
+    Args:
+        source: ``wiki_crop.tar`` / ``imdb_crop.tar``, the folder one was extracted to
+            (holding ``wiki.mat`` or ``imdb.mat`` somewhere inside), or None for
+            the copy fetched into the data root under ``part``.
+        part: ``"wiki"`` or ``"imdb"``: which fetched copy to use when ``source`` is None.
+        min_face_score, max_second_face_score: Quality filters (see the module docstring);
+            ``max_second_face_score=None`` drops every photo in which a second face was found.
+        root, crop, load_images, cache, progress: As for :class:`~minimtl.data.GENKI4K`.
 
     Attributes beyond :class:`FaceDataset`: ``ages`` (N,) int64 years; ``folders`` (N,) int64, the
     number of each image's folder (the last two digits of the person's number).

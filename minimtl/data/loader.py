@@ -45,16 +45,15 @@ def normalize(images: np.ndarray) -> np.ndarray:
 class DataLoader:
     """Iterate over ``dataset`` in batches; a new shuffle (and augmentation) every epoch.
 
-    Parameters
-    ----------
-    dataset: the :class:`MultiTaskDataset` to read.
-    batch_size: samples per batch (the paper uses 128).
-    shuffle: reshuffle each epoch (training) or keep order (evaluation).
-    augment: callable ``(B, 48, 48) uint8 -> (B, 48, 48) uint8`` applied to each batch, or None.
-    balance_datasets: equal share of each member data set per batch (see the module docstring).
-    drop_last: skip a final batch smaller than ``batch_size``.
-    epoch_samples: an epoch of exactly this many samples, the usual order repeated (reshuffled); None: one pass.
-    seed: seed of the shuffling generator.
+    Args:
+        dataset: the :class:`MultiTaskDataset` to read.
+        batch_size: samples per batch (the paper uses 128).
+        shuffle: reshuffle each epoch (training) or keep order (evaluation).
+        augment: callable ``(B, 48, 48) uint8 -> (B, 48, 48) uint8`` applied to each batch, or None.
+        balance_datasets: equal share of each member data set per batch (see the module docstring).
+        drop_last: skip a final batch smaller than ``batch_size``.
+        epoch_samples: an epoch of exactly this many samples, the usual order repeated (reshuffled); None: one pass.
+        seed: seed of the shuffling generator.
 
     ``len(loader)`` is the number of batches per epoch.
     """

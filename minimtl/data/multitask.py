@@ -24,14 +24,13 @@ __all__ = ["MultiTaskDataset"]
 class MultiTaskDataset:
     """Samples of several :class:`FaceDataset` s with per-task labels and masks.
 
-    Attributes
-    ----------
-    datasets: the member data sets, in order.
-    images: (N, 48, 48) uint8, the members' images concatenated.
-    labels: {task: (N,) int64}, -1 where the sample's data set lacks the task.
-    masks: {task: (N,) float32}, 1.0 where the label is present (β in Equation 1).
-    origin: (N,) int64, index into ``datasets`` of each sample's data set.
-    synthetic: True if any member is synthetic.
+    Attributes:
+        datasets: the member data sets, in order.
+        images: (N, 48, 48) uint8, the members' images concatenated.
+        labels: {task: (N,) int64}, -1 where the sample's data set lacks the task.
+        masks: {task: (N,) float32}, 1.0 where the label is present (β in Equation 1).
+        origin: (N,) int64, index into ``datasets`` of each sample's data set.
+        synthetic: True if any member is synthetic.
 
     ``dataset[i]`` is ``(image (48, 48) uint8, {task: label}, {task: mask})``.
     """

@@ -29,7 +29,6 @@ same paths (a shared file system), and ``--cache-dir`` is each worker's own.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from minimtl import cli
+from minimtl.files import atomic_write
 
 PROG = "python -m minimtl.faces"
 
@@ -143,7 +143,7 @@ def cluster_arguments(args: argparse.Namespace) -> dict | None:
 
 
 def run_crop(args: argparse.Namespace) -> dict:
-    from minimtl.faces.crop import crop_images, summarize, write_atomically
+    from minimtl.faces.crop import crop_images, summarize
 
     check_source(args.source)
     dask_arguments = cluster_arguments(args)
@@ -170,12 +170,12 @@ def run_crop(args: argparse.Namespace) -> dict:
             args.destination.rmdir()  # leave no empty folder behind a run that wrote nothing
         raise
     faces = [r for r in results if r.has_face]
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, names=np.array([r.source for r in faces], dtype=str),
-                        crops=np.stack([r.crop for r in faces]) if faces else np.zeros((0, args.size, args.size), np.uint8),
-                        boxes=np.array([r.box for r in faces], dtype=np.float32).reshape(-1, 4),
-                        scores=np.array([r.score for r in faces], dtype=np.float32))
-    write_atomically(args.destination / "crops.npz", buffer.getvalue())
+    with atomic_write(args.destination / "crops.npz") as stream:
+        np.savez_compressed(stream, names=np.array([r.source for r in faces], dtype=str),
+                            crops=(np.stack([r.crop for r in faces]) if faces
+                                   else np.zeros((0, args.size, args.size), np.uint8)),
+                            boxes=np.array([r.box for r in faces], dtype=np.float32).reshape(-1, 4),
+                            scores=np.array([r.score for r in faces], dtype=np.float32))
     not_written = []
     if args.png:
         import cv2
@@ -189,14 +189,16 @@ def run_crop(args: argparse.Namespace) -> dict:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 ok, encoded = cv2.imencode(".png", result.crop)
-                write_atomically(target, encoded.tobytes())
+                with atomic_write(target) as stream:
+                    stream.write(encoded.tobytes())
             except OSError as error:  # e.g. a member name too long for this file system: this file's outcome
                 not_written.append({"source": result.source, "reason": cli.error_line(error)})
     report = summarize(results, ignored)
     report["settings"] = options
     if args.png:
         report["png_not_written"] = not_written
-    write_atomically(args.destination / "report.json", json.dumps(report, indent=2).encode())
+    with atomic_write(args.destination / "report.json", "w") as stream:
+        stream.write(json.dumps(report, indent=2))
     return report
 
 

@@ -37,10 +37,6 @@ import math
 import multiprocessing
 import os
 import struct
-import tarfile
-import tempfile
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -49,7 +45,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from minimtl.download import ArchiveError, check_tar_complete
+from minimtl.archives import FileSource, MemberTooLarge
+from minimtl.crop_cache import CropCache
+from minimtl.download import ArchiveError
 from minimtl.faces.boxes import Detections
 from minimtl.faces.detector import DEFAULT_MAX_SIDE, check_bgr_image, shrink_to, user_cache_dir
 
@@ -554,78 +552,10 @@ class FaceCropper:
         return f"<FaceCropper {self.settings}>"
 
 
-# ------------------------------------------------------------------------- cache
+# ------------------------------------------------------------------------- cache (minimtl.crop_cache.CropCache)
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/minimtl/faces``, or ``~/.cache/minimtl/faces``."""
+    """``$XDG_CACHE_HOME/minimtl/faces``, or ``~/.cache/minimtl/faces``: where :class:`CropCache` lives."""
     return user_cache_dir("faces")
-
-
-class CropCache:
-    """Crops on disk, one ``.npz`` per (file content, cropper settings).
-
-    Layout: ``folder/<cropper.name>/<sha256[:2]>/<sha256>.npz`` plus
-    ``folder/<cropper.name>/SETTINGS.txt`` holding the full settings string.
-    Entries are written to a temporary file and renamed, so an interrupted run
-    leaves no half-written entry.  Read failures count as misses.
-    """
-
-    def __init__(self, folder: str | os.PathLike | None = None):
-        self.folder = Path(folder) if folder is not None else default_cache_dir()
-
-    @staticmethod
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    def path(self, cropper: FaceCropper, digest: str) -> Path:
-        return self.folder / cropper.name / digest[:2] / f"{digest}.npz"
-
-    def get(self, cropper: FaceCropper, digest: str, source: str) -> CropResult | None:
-        """The cached result for content ``digest`` under ``cropper``'s settings, or None."""
-        path = self.path(cropper, digest)
-        try:
-            with np.load(path, allow_pickle=False) as entry:
-                status = str(entry["status"])
-                crop = entry["crop"] if entry["crop"].size else None
-                box = entry["box"] if entry["box"].size else None
-                score = float(entry["score"]) if np.isfinite(entry["score"]) else None
-                landmarks = entry["landmarks"] if entry["landmarks"].size else None
-                image_size = tuple(int(v) for v in entry["image_size"]) if entry["image_size"].size else None
-                return CropResult(source, status, crop, int(entry["faces"]), box, score,
-                                  tuple(str(n) for n in entry["notes"]), landmarks, image_size)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
-            return None
-
-    def put(self, cropper: FaceCropper, digest: str, result: CropResult) -> None:
-        """Store ``result`` (not for status ``"error"``, which may be transient)."""
-        if result.status == "error":
-            return
-        path = self.path(cropper, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        settings_file = path.parent.parent / "SETTINGS.txt"
-        if not settings_file.exists():
-            write_atomically(settings_file, (cropper.settings + "\n").encode())
-        buffer = io.BytesIO()
-        np.savez(buffer, status=np.array(result.status),
-                 crop=result.crop if result.crop is not None else np.zeros((0, 0), np.uint8),
-                 faces=np.array(result.faces),
-                 box=result.box if result.box is not None else np.zeros(0, np.float32),
-                 score=np.array(result.score if result.score is not None else np.nan),
-                 notes=np.array(result.notes, dtype=str),
-                 landmarks=result.landmarks if result.landmarks is not None else np.zeros((0, 2), np.float32),
-                 image_size=np.array(result.image_size if result.image_size is not None else (), dtype=np.int64))
-        write_atomically(path, buffer.getvalue())
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it: readers never see half a file."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- many images
@@ -637,39 +567,12 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], list[str]]:
     """The image names in a folder (recursively) or archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``).
 
     Returns ``(images, ignored)``: names that look like images (by suffix), and the other
-    files, which are reported, never silently dropped.
+    files, which are reported, never silently dropped.  Reading: :class:`minimtl.archives.FileSource`.
     """
-    source = Path(source)
-    if source.is_dir():
-        names = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
-    elif zipfile.is_zipfile(source):
-        try:
-            with zipfile.ZipFile(source) as archive:
-                names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-            raise ArchiveError(damaged_archive(source, error)) from error
-    elif source.is_file() and tarfile.is_tarfile(source):
-        try:
-            with tarfile.open(source) as archive:
-                names = [m.name for m in archive.getmembers() if m.isfile()]
-            check_tar_complete(source)  # tarfile stops silently at a cut between members
-        except ArchiveError:
-            raise
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-            raise ArchiveError(damaged_archive(source, error)) from error
-    elif source.exists():
-        raise ValueError(f"{source} is neither a folder nor a .tar/.tar.gz/.zip archive")
-    else:
-        raise FileNotFoundError(f"no folder or archive at {source}")
+    names = FileSource(source).names()
     images = [n for n in names if is_image_name(n)]
     ignored = [n for n in names if not is_image_name(n)]
     return images, ignored
-
-
-def damaged_archive(path: Path, error: BaseException) -> str:
-    """The message for an archive that cannot be read to its end."""
-    return (f"{path} is truncated or corrupt ({type(error).__name__}: {error}): "
-            f"copy or download it again (and compare its checksum if one is published)")
 
 
 def _too_large_file(size: int) -> tuple[str, str]:
@@ -686,49 +589,21 @@ def iter_bytes(source: str | os.PathLike, names: Iterable[str]) -> Iterator[Item
     ``error`` (when ``data`` is None) is a message, or ``(status, message)`` for a file too large to read.
     Every wanted name is yielded, also when the archive breaks off before it.
     """
-    source = Path(source)
-    wanted = set(names)
-    if source.is_dir():
-        for name in sorted(wanted):
-            try:
-                size = (source / name).stat().st_size
-                if size > MAX_FILE_BYTES:
-                    yield name, None, _too_large_file(size)
-                    continue
-                yield name, (source / name).read_bytes(), None
-            except OSError as error:
-                yield name, None, str(error)
-    elif zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
-            for name in sorted(wanted):
-                try:
-                    size = archive.getinfo(name).file_size
-                    if size > MAX_FILE_BYTES:
-                        yield name, None, _too_large_file(size)
-                        continue
-                    yield name, archive.read(name), None
-                except (OSError, zipfile.BadZipFile, KeyError, EOFError, zlib.error, NotImplementedError) as error:
-                    yield name, None, str(error)
+    files = FileSource(source)
+    wanted, seen = set(names), set()
+    try:
+        for name, data, error in files.read_each(wanted, max_bytes=MAX_FILE_BYTES):
+            seen.add(name)
+            if isinstance(error, MemberTooLarge):
+                yield name, None, _too_large_file(error.size)
+            else:
+                yield name, data, None if error is None else str(error)
+    except ArchiveError as error:
+        message = f"the archive breaks off before this file: {error}"
     else:
-        seen = set()
-        try:
-            with tarfile.open(source) as archive:  # streamed in order: a .tar.gz is read once
-                for member in archive:
-                    if member.name in wanted and member.isfile() and member.name not in seen:
-                        seen.add(member.name)
-                        if member.size > MAX_FILE_BYTES:
-                            yield member.name, None, _too_large_file(member.size)
-                            continue
-                        try:
-                            yield member.name, archive.extractfile(member).read(), None
-                        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
-                            yield member.name, None, str(error)
-        except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
-            message = f"the archive breaks off before this file: {damaged_archive(source, error)}"
-        else:
-            message = f"not found in {source}: it ends before this member (truncated?)"
-        for name in sorted(wanted - seen):
-            yield name, None, message
+        message = f"not found in {files.path}: it ends before this member (truncated?)"
+    for name in sorted(wanted - seen):
+        yield name, None, message
 
 
 _worker_cropper: FaceCropper | None = None

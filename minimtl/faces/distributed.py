@@ -42,7 +42,6 @@ decompressing that much of a ``.tar.gz`` (extract a large ``.tar.gz`` into a fol
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -52,8 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
+from minimtl.files import atomic_write
 from minimtl.faces.crop import (SINGLE_THREAD_ENVIRONMENT, CropCache, CropResult, FaceCropper, crop_with_cache,
-                                default_cache_dir, iter_bytes, list_sources, write_atomically)
+                                default_cache_dir, iter_bytes, list_sources)
 
 __all__ = ["DistributedNotInstalled", "crop_on_dask", "import_distributed", "read_shard", "shard_is_complete",
            "shard_path", "write_shard"]
@@ -105,17 +105,16 @@ def write_shard(path: str | os.PathLike, results: list[CropResult], settings: st
     scores, has_score = column([r.score for r in results], (), np.float64)
     image_sizes, has_image_size = column([r.image_size for r in results], (2,), np.int64)
     crops = [r.crop for r in results if r.crop is not None]
-    buffer = io.BytesIO()
-    np.savez(buffer, format=np.array(SHARD_FORMAT), settings=np.array(settings),
-             names=np.array([r.source for r in results], dtype=str).reshape(count),
-             status=np.array([r.status for r in results], dtype=str).reshape(count),
-             faces=np.array([r.faces for r in results], dtype=np.int64).reshape(count),
-             box=boxes, has_box=has_box, landmarks=landmarks, has_landmarks=has_landmarks,
-             score=scores, has_score=has_score, image_size=image_sizes, has_image_size=has_image_size,
-             notes=np.array([json.dumps(list(r.notes)) for r in results], dtype=str).reshape(count),
-             has_crop=np.array([r.crop is not None for r in results], dtype=bool).reshape(count),
-             crops=np.stack(crops) if crops else np.zeros((0, size, size), np.uint8))
-    write_atomically(Path(path), buffer.getvalue())
+    with atomic_write(path) as stream:
+        np.savez(stream, format=np.array(SHARD_FORMAT), settings=np.array(settings),
+                 names=np.array([r.source for r in results], dtype=str).reshape(count),
+                 status=np.array([r.status for r in results], dtype=str).reshape(count),
+                 faces=np.array([r.faces for r in results], dtype=np.int64).reshape(count),
+                 box=boxes, has_box=has_box, landmarks=landmarks, has_landmarks=has_landmarks,
+                 score=scores, has_score=has_score, image_size=image_sizes, has_image_size=has_image_size,
+                 notes=np.array([json.dumps(list(r.notes)) for r in results], dtype=str).reshape(count),
+                 has_crop=np.array([r.crop is not None for r in results], dtype=bool).reshape(count),
+                 crops=np.stack(crops) if crops else np.zeros((0, size, size), np.uint8))
 
 
 def read_shard(path: str | os.PathLike) -> tuple[str, list[CropResult]]:

@@ -1,0 +1,45 @@
+"""Argument checks shared by the layers: a clear error before any array is touched.
+
+``functional.py``, ``pooling.py`` and ``batch_norm.py`` all start from these,
+so each lives here once and none of those modules has to import another.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minimtl.autograd import Tensor
+
+IntPair = int | tuple[int, int]
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    """``value`` as ``(int, int)``: an int is used for both axes.
+
+    Args:
+        value: a non-negative int or a pair of them.
+        name: the argument's name, for the error message.
+
+    Returns:
+        The pair of ints.
+    """
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) != v or v < 0 for v in pair):
+        raise ValueError(f"{name} must be a non-negative int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_float(x: Tensor, name: str) -> None:
+    """Raise TypeError unless ``x`` holds floating-point numbers."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a minimtl.Tensor, got {type(x).__name__}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be floating point (float32 or float64), got dtype {x.dtype}; use x.astype(np.float32)")
+
+
+def check_image_batch(x: Tensor, channels: int | None, name: str = "input") -> None:
+    """Raise a clear error unless ``x`` is a float (N, C, H, W) batch with ``channels`` channels."""
+    check_float(x, name)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {x.ndim} dimensions {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels but the layer expects {channels} (shape {tuple(x.shape)})")

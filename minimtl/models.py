@@ -67,8 +67,8 @@ class ConvBlock(nn.Module):
     MaxPool2d``, and ``forward`` is ``self.layers(x)``, in training, in
     evaluation and under ``no_grad`` alike.  The ReLU is an option of the
     batch-norm layer rather than a module of its own so that training can run
-    the two as one op (``minimtl.batch_norm``, "fused relu": a third fewer
-    passes over BKNet's largest activations).  For inference,
+    the two as one op (``minimtl.batch_norm``, "fused relu": a few passes over
+    BKNet's largest activations instead of about 18, ``BatchNormReLUFunction``).  For inference,
     ``BKNet.fuse_for_inference`` folds each batch-norm into its convolution.
     """
 
@@ -154,7 +154,13 @@ def upgrade_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 class TaskHead(nn.Module):
-    """FC → BN → ReLU → dropout → FC → BN → ReLU → dropout → FC: ``(N, in_features)`` → logits ``(N, classes)``."""
+    """FC → BN → ReLU → dropout → FC → BN → ReLU → dropout → FC: ``(N, in_features)`` → logits ``(N, classes)``.
+
+    ``forward`` is ``self.layers(x)``, whatever the mode.  The ReLUs stay
+    modules of their own here: a head's activations are ``(N, 256)``, where
+    running batch-norm and ReLU as one op saves nothing measurable, and the
+    heads' layer indices (checkpoint keys) stay as they were.
+    """
 
     def __init__(self, in_features: int, classes: int, init: str, generator: np.random.Generator,
                  dropout: float = 0.5, hidden: int = 256, batch_norm_scale: bool = False):

@@ -252,7 +252,7 @@ class Linear(Module):
 
 
 class MaxPool2d(Module):
-    """Max pooling: ``(N, C, H, W)`` → ``(N, C, OH, OW)``; see ``functional.max_pool2d``."""
+    """Max pooling: ``(N, C, H, W)`` → ``(N, C, OH, OW)``; see ``pooling.max_pool2d``."""
 
     def __init__(self, kernel_size: F.IntPair, stride: F.IntPair | None = None, padding: F.IntPair | str = 0,
                  ceil_mode: bool = False):

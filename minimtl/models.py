@@ -20,9 +20,9 @@ counts.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from pathlib import Path
-import copy
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -68,7 +68,7 @@ class ConvBlock(nn.Module):
     evaluation and under ``no_grad`` alike.  The ReLU is an option of the
     batch-norm layer rather than a module of its own so that training can run
     the two as one op (``minimtl.batch_norm``, "fused relu": a few passes over
-    BKNet's largest activations instead of about 18, ``BatchNormReLUFunction``).  For inference,
+    BKNet's largest activations instead of about 18). For inference,
     ``BKNet.fuse_for_inference`` folds each batch-norm into its convolution.
     """
 
@@ -138,7 +138,7 @@ def upgrade_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
         state: name → array.
 
     Returns:
-        The same arrays, under today's names (``state`` itself if it has them already).
+        A new dict of the same arrays under today's names (the same names if it has them already).
     """
     if "block1.layers.4.running_mean" not in state:
         return dict(state)
@@ -257,9 +257,10 @@ class BKNet(nn.Module):
             The inference-only ``BKNet``.
         """
         fused = copy.deepcopy(self)
-        fused.eval()
         for block in (fused.block1, fused.block2, fused.block3, fused.block4):
             block.layers = fold_batch_norms(block.layers)
+        for parameter in fused.parameters():
+            parameter.grad = None  # gradients of the training step, not the copy's
         fused.eval()
         fused.inference_only = True
         return fused

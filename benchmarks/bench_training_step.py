@@ -76,6 +76,7 @@ class MinimtlEngine:
         self.parallel, self.serial, self.default_workers = parallel, serial, parallel.threads()
         self.kernels, self.losses, self.Tensor, self.no_grad = kernels, losses, Tensor, no_grad
         self.model = BKNet("C", tasks=TASKS, init="he", seed=seed)
+        self.inference = None  # the model folded for inference, made at the first infer()
         self.optimizer = optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         rng = np.random.default_rng(seed)
         self.images = rng.standard_normal((batch, 1, 48, 48)).astype(np.float32)
@@ -98,10 +99,13 @@ class MinimtlEngine:
         return float(loss.item())
 
     def infer(self, batch: int) -> None:
+        """Inference with the model folded for it (``BKNet.fuse_for_inference``), once, as a predictor is: the
+        copy does not follow the training steps' updates, which change the weights' values, not the time."""
         self._use()
-        self.model.eval()
+        if self.inference is None:
+            self.inference = self.model.fuse_for_inference()
         with self.no_grad():
-            self.model(self.Tensor(self.images[:batch]))
+            self.inference(self.Tensor(self.images[:batch]))
 
 
 class TorchEngine:

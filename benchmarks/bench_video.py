@@ -47,9 +47,10 @@ def classifier(random_weights: bool, flip: bool):
     from minimtl.train import load_model, predict
 
     if random_weights or not SHIPPED_MODEL.is_file():
-        model = BKNet("C", init="he", seed=0).eval()
+        model = BKNet("C", init="he", seed=0)
     else:
         model, _ = load_model(SHIPPED_MODEL)
+    model = model.fuse_for_inference()  # folded once, as examples/predict.py does
     return lambda crops: predict(model, crops, flip=flip)
 
 

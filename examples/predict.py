@@ -344,6 +344,7 @@ def main(argv=None) -> None:
     else:
         out, out_file = output_for_photos(arguments.source, arguments.out)
     model, config = load_model(weights)
+    model = model.fuse_for_inference()  # folded once: every photo and frame reuses it
     cropper = FaceCropper(detector=arguments.detector)
     print(f"Config {config.config} ({', '.join(config.tasks)}) from {cli.printable(str(weights))}, "
           f"detector {arguments.detector}")

@@ -46,10 +46,14 @@ class Context:
     ``save_for_backward(*arrays)`` stores arrays in ``saved``; any other
     attribute (``ctx.stride = 2``) may be set freely.  ``needs_grad[i]`` tells
     the backward whether input ``i`` wants a gradient, so it may skip work.
+    ``records`` tells the forward whether a backward can follow at all (grad
+    mode on and some input needs a gradient): a forward may then skip
+    keeping what only the backward reads (``pooling.MaxPool2dFunction``).
     """
 
-    def __init__(self, needs_grad: tuple[bool, ...] = ()):
+    def __init__(self, needs_grad: tuple[bool, ...] = (), records: bool = False):
         self.needs_grad = needs_grad
+        self.records = records
         self.saved: tuple[Any, ...] = ()
 
     def save_for_backward(self, *values: Any) -> None:
@@ -89,7 +93,7 @@ class Function:
         tensor_inputs = tuple(a for a in args if isinstance(a, Tensor))
         needs_grad = tuple(t.requires_grad for t in tensor_inputs)
         record = _grad_enabled and any(needs_grad)
-        ctx = Context(needs_grad)
+        ctx = Context(needs_grad, record)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw, **kwargs)
         result = Tensor(out, requires_grad=record, _copy=False)

@@ -1,7 +1,8 @@
 """Argument checks shared by the layers: one clear error message for each way an input can be wrong.
 
-``minimtl.functional`` (pooling, batch-norm, ...) and ``minimtl.conv`` both
-import these, so neither has to import the other to check its arguments.
+``minimtl.conv``, ``minimtl.pooling``, ``minimtl.batch_norm`` and
+``minimtl.functional`` all start from these, so each lives here once and none
+of those modules has to import another to check its arguments.
 """
 from __future__ import annotations
 

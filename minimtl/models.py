@@ -20,15 +20,16 @@ counts.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from minimtl import functional as F
 from minimtl import nn
-from minimtl.autograd import Tensor, is_grad_enabled
+from minimtl.autograd import Tensor
 
 TASK_CLASSES = OrderedDict([("smile", 2), ("gender", 2), ("age", 6)])
 """Classes per task: smile yes/no, gender (male/female), six age groups (Section 4.1)."""
@@ -61,7 +62,14 @@ BLOCKS = [(32, 2), (64, 2), (128, 2), (256, 3)]
 class ConvBlock(nn.Module):
     """``layers`` × (3×3 "same" conv → batch-norm (shift only by default) → ReLU), then 2×2 max-pool.
 
-    ``(N, in_channels, H, W)`` → ``(N, out_channels, H/2, W/2)``.
+    ``(N, in_channels, H, W)`` → ``(N, out_channels, H/2, W/2)``.  ``self.layers``
+    holds them in that order, ``Conv2d, BatchNorm2d(relu=True), Conv2d, ...,
+    MaxPool2d``, and ``forward`` is ``self.layers(x)``, in training, in
+    evaluation and under ``no_grad`` alike.  The ReLU is an option of the
+    batch-norm layer rather than a module of its own so that training can run
+    the two as one op (``minimtl.batch_norm``, "fused relu": a few passes over
+    BKNet's largest activations instead of about 18). For inference,
+    ``BKNet.fuse_for_inference`` folds each batch-norm into its convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, layers: int, init: str, generator: np.random.Generator,
@@ -72,50 +80,87 @@ class ConvBlock(nn.Module):
             modules += [
                 nn.Conv2d(in_channels if index == 0 else out_channels, out_channels, 3, padding=1, bias=False,
                           init=init, generator=generator),
-                nn.BatchNorm2d(out_channels, scale=batch_norm_scale),
-                nn.ReLU(),
+                nn.BatchNorm2d(out_channels, scale=batch_norm_scale, relu=True),
             ]
         modules.append(nn.MaxPool2d(2))
         self.layers = nn.Sequential(*modules)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``self.layers`` in order, each batch-norm with its ReLU as one op (``norm(x, relu=True)``).
+        return self.layers(x)
 
-        In evaluation mode under ``no_grad``: ``inference``, with the batch-norms folded away.
-        """
-        if not self.training and not is_grad_enabled():
-            return self.inference(x)
-        layers = list(self.layers)
-        for conv, norm in zip(layers[0:-1:3], layers[1:-1:3]):
-            x = norm(conv(x), relu=True)
-        return layers[-1](x)  # the max-pool
 
-    def inference(self, x: Tensor) -> Tensor:
-        """What ``forward`` computes in evaluation mode, in fewer passes (used under ``no_grad``).
+def fold_batch_norms(layers: nn.Sequential) -> nn.Sequential:
+    """``layers`` with every ``Conv2d`` followed by a ``BatchNorm2d`` replaced by one ``Conv2d`` computing both.
 
-        Evaluation-mode batch-norm is a fixed affine map, so it folds into the
-        convolution before it (``F.fold_batch_norm``), and the ReLU after it
-        runs inside the convolution (``conv2d(relu=True)``): one op per layer
-        instead of three, and no intermediate arrays.  Folding costs a pass
-        over the weights on every call and saves passes over the output, so a
-        layer folds only when its batch has at least as many pixels as a
-        filter has weights (``N·H·W ≥ C·KH·KW``); for one image the 12×12 and
-        6×6 layers run layer by layer.  Equal to ``self.layers(x)`` up to
-        rounding (``tests/test_models.py``).
-        """
-        layers = list(self.layers)
-        for conv, norm, relu in zip(layers[0:-1:3], layers[1:-1:3], layers[2:-1:3]):
-            if x.shape[0] * x.shape[2] * x.shape[3] < conv.weight.data[0].size:
-                x = relu(norm(conv(x)))
-                continue
-            weight, bias = F.fold_batch_norm(conv.weight.data, None if conv.bias is None else conv.bias.data,
-                                             norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.eps)
-            x = F.conv2d(x, Tensor(weight, _copy=False), Tensor(bias, _copy=False), conv.stride, conv.padding, relu=True)
-        return layers[-1](x)  # the max-pool
+    In evaluation mode a batch-norm is a fixed affine map, so it folds into the
+    convolution before it (``F.fold_batch_norm``), and its ReLU, if it has one,
+    runs inside the convolution (``Conv2d(relu=True)``): one op per layer
+    instead of two or three, and no intermediate arrays.  The new layers hold
+    copies; the other layers are kept as they are.  Valid in evaluation only.
+
+    Args:
+        layers: e.g. a ``ConvBlock``'s.
+
+    Returns:
+        A new ``Sequential``.
+    """
+    items, folded = list(layers), []
+    index = 0
+    while index < len(items):
+        conv, norm = items[index], items[index + 1] if index + 1 < len(items) else None
+        if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+            folded.append(conv)
+            index += 1
+            continue
+        weight, bias = F.fold_batch_norm(conv.weight.data, None if conv.bias is None else conv.bias.data,
+                                         norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.eps)
+        layer = copy.deepcopy(conv)  # the same geometry, with the folded weights, a bias, and the ReLU
+        layer.weight, layer.bias = nn.Parameter(weight, decay=True), nn.Parameter(bias)
+        layer.relu = conv.relu or norm.relu
+        folded.append(layer)
+        index += 2
+    return nn.Sequential(*folded)
+
+
+def upgrade_state_dict(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A state dict of BKNet in today's keys, from one in today's or in those before ConvBlock lost its ReLU modules.
+
+    Until then each block's ``Sequential`` was ``Conv2d, BatchNorm2d, ReLU``
+    repeated, then ``MaxPool2d``: the i-th convolution and batch-norm were
+    layers ``3i`` and ``3i + 1``; now (``Conv2d, BatchNorm2d(relu=True)``)
+    they are ``2i`` and ``2i + 1``.  Checkpoints and model files written
+    before (``checkpoint.npz`` of ``train.py --resume``, ``model.npz``) carry
+    the old keys, recognised by ``block1.layers.4.running_mean`` (a batch-norm
+    at index 4: the second one before, the max-pool now).  The heads' keys
+    did not change.  ``BKNet.load_state_dict`` calls this, so old files load.
+
+    Args:
+        state: name → array.
+
+    Returns:
+        A new dict of the same arrays under today's names (the same names if it has them already).
+    """
+    if "block1.layers.4.running_mean" not in state:
+        return dict(state)
+    upgraded = {}
+    for name, value in state.items():
+        parts = name.split(".")
+        if len(parts) > 3 and parts[0].startswith("block") and parts[1] == "layers":
+            layer, role = divmod(int(parts[2]), 3)  # role 0 conv, 1 batch-norm (2, the ReLU, had no entries)
+            parts[2] = str(2 * layer + role)
+            name = ".".join(parts)
+        upgraded[name] = value
+    return upgraded
 
 
 class TaskHead(nn.Module):
-    """FC → BN → ReLU → dropout → FC → BN → ReLU → dropout → FC: ``(N, in_features)`` → logits ``(N, classes)``."""
+    """FC → BN → ReLU → dropout → FC → BN → ReLU → dropout → FC: ``(N, in_features)`` → logits ``(N, classes)``.
+
+    ``forward`` is ``self.layers(x)``, whatever the mode.  The ReLUs stay
+    modules of their own here: a head's activations are ``(N, 256)``, where
+    running batch-norm and ReLU as one op saves nothing measurable, and the
+    heads' layer indices (checkpoint keys) stay as they were.
+    """
 
     def __init__(self, in_features: int, classes: int, init: str, generator: np.random.Generator,
                  dropout: float = 0.5, hidden: int = 256, batch_norm_scale: bool = False):
@@ -161,6 +206,7 @@ class BKNet(nn.Module):
         if config == "A" and len(tasks) != 1:
             raise ValueError(f"Config A (single BKNet) has one task, got {tasks}")
         self.config, self.tasks, self.seed = config, tasks, seed
+        self.inference_only = False  # True for the copies fuse_for_inference makes
         self.options = dict(init=init, dropout=dropout, batch_norm_scale=batch_norm_scale, standardize=standardize)
         self.standardize = bool(standardize)
         generator = np.random.default_rng(seed)
@@ -194,6 +240,42 @@ class BKNet(nn.Module):
         shared = self.features(x)
         return {task: getattr(self.heads, task)(shared) for task in self.tasks}
 
+    def fuse_for_inference(self) -> "BKNet":
+        """A separate copy of the model for inference only, computing what the model computes in evaluation mode.
+
+        In each conv block every convolution absorbs the batch-norm and ReLU
+        after it (``fold_batch_norms``): one op per layer instead of two, and
+        no intermediate arrays.  The heads are copied as they are (in
+        evaluation mode: their activations are only 256 wide).  The copy is in
+        evaluation mode and refuses ``train()``; it does not follow later
+        changes to this model, so make one per evaluation or predictor
+        (``minimtl.train.predict`` does, given a model that is not one).
+        Equal to ``self.eval()``'s forward up to rounding
+        (``tests/test_models.py``).
+
+        Returns:
+            The inference-only ``BKNet``.
+        """
+        fused = copy.deepcopy(self)
+        for block in (fused.block1, fused.block2, fused.block3, fused.block4):
+            block.layers = fold_batch_norms(block.layers)
+        for parameter in fused.parameters():
+            parameter.grad = None  # gradients of the training step, not the copy's
+        fused.eval()
+        fused.inference_only = True
+        return fused
+
+    def train(self, mode: bool = True) -> "BKNet":
+        """Training (or with ``mode=False`` evaluation) mode; an inference-only copy refuses training."""
+        if mode and self.inference_only:
+            raise ValueError("this BKNet is an inference-only copy (fuse_for_inference): its batch-norms are folded "
+                             "into its convolutions; train the model it was made from")
+        return super().train(mode)
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
+        """``Module.load_state_dict`` of ``upgrade_state_dict(state)``: files with the old block keys load too."""
+        super().load_state_dict(upgrade_state_dict(state), strict)
+
     def reseed_dropout(self, seed: int | Sequence[int]) -> None:
         """Give every dropout layer a fresh generator from ``seed`` (the trainer does this each epoch,
         so a resumed run draws the same masks as an uninterrupted one)."""
@@ -217,7 +299,8 @@ class BKNet(nn.Module):
                 return walk(module.layers, name, value)
             out = module(value)
             count = sum(p.size for p in module.parameters())
-            rows.append((name, type(module).__name__, tuple(out.shape[1:]), count))
+            kind = type(module).__name__ + ("+ReLU" if getattr(module, "relu", False) else "")
+            rows.append((name, kind, tuple(out.shape[1:]), count))
             return out
 
         from minimtl.autograd import no_grad

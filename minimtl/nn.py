@@ -203,13 +203,16 @@ class Conv2d(Module):
     """2-D convolution layer: ``(N, in_channels, H, W)`` → ``(N, out_channels, OH, OW)``.
 
     Parameters: ``weight (out_channels, in_channels, KH, KW)`` (regularised by
-    Eq. 2) and ``bias (out_channels,)`` unless ``bias=False``.
+    Eq. 2) and ``bias (out_channels,)`` unless ``bias=False``.  ``relu=True``
+    returns ``relu(conv2d(x))``, computed in one op (``conv2d(..., relu=True)``):
+    the layers of ``BKNet.fuse_for_inference``, batch-norm folded in.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: F.IntPair, stride: F.IntPair = 1,
                  padding: F.IntPair | str = 0, bias: bool = True, init: str = "he",
-                 generator: np.random.Generator | None = None):
+                 generator: np.random.Generator | None = None, relu: bool = False):
         super().__init__()
+        self.relu = bool(relu)
         kh, kw = F._pair(kernel_size, "kernel_size")
         generator = generator if generator is not None else np.random.default_rng()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -219,11 +222,11 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype=np.float32)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, relu=self.relu)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding!r}, bias={self.bias is not None}")
+                f"padding={self.padding!r}, bias={self.bias is not None}" + (", relu=True" if self.relu else ""))
 
 
 class Linear(Module):
@@ -249,7 +252,7 @@ class Linear(Module):
 
 
 class MaxPool2d(Module):
-    """Max pooling: ``(N, C, H, W)`` → ``(N, C, OH, OW)``; see ``functional.max_pool2d``."""
+    """Max pooling: ``(N, C, H, W)`` → ``(N, C, OH, OW)``; see ``pooling.max_pool2d``."""
 
     def __init__(self, kernel_size: F.IntPair, stride: F.IntPair | None = None, padding: F.IntPair | str = 0,
                  ceil_mode: bool = False):
@@ -268,30 +271,34 @@ class _BatchNorm(Module):
 
     ``scale`` and ``shift`` choose which of γ (``weight``) and β (``bias``)
     are learned.  The paper's parameter counts (Table 3) hold with
-    ``scale=False``: one additive term per channel.
+    ``scale=False``: one additive term per channel.  ``relu=True`` makes the
+    layer return ``relu(batch_norm(x))``, which ``minimtl.batch_norm`` may
+    compute as one op in training (BKNet's blocks: convolution, then this).
     """
 
     expected_ndim = 0
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, scale: bool = True, shift: bool = True):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, scale: bool = True, shift: bool = True,
+                 relu: bool = False):
         super().__init__()
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.num_features, self.eps, self.momentum, self.relu = num_features, eps, momentum, bool(relu)
         self.weight = Parameter(np.ones(num_features, dtype=np.float32)) if scale else None
         self.bias = Parameter(np.zeros(num_features, dtype=np.float32)) if shift else None
         self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
         self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
 
-    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
-        """Batch-norm of ``x``; with ``relu=True``, ``relu`` of it as one op (``F.batch_norm``)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """Batch-norm of ``x`` (``F.batch_norm``), and its ReLU if the layer has ``relu=True``."""
         if x.ndim != self.expected_ndim:
             raise ValueError(f"{type(self).__name__} expects {self.expected_ndim}-D input, got shape {tuple(x.shape)}")
         if x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}) got {x.shape[1]} channels (shape {tuple(x.shape)})")
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=self.training, momentum=self.momentum, eps=self.eps, relu=relu)
+                            training=self.training, momentum=self.momentum, eps=self.eps, relu=self.relu)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, scale={self.weight is not None}, shift={self.bias is not None}"
+        return (f"{self.num_features}, scale={self.weight is not None}, shift={self.bias is not None}"
+                + (", relu=True" if self.relu else ""))
 
 
 class BatchNorm1d(_BatchNorm):

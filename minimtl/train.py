@@ -367,14 +367,16 @@ def batch_norm_loader(data: MultiTaskDataset, config: TrainConfig, epoch: int):
 def predict(model: BKNet, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> dict[str, np.ndarray]:
     """Class probabilities per task: ``{task: (N, classes)}``, in evaluation mode.
 
+    ``model``: a ``BKNet``, or its inference copy (``model.fuse_for_inference()``).  Any other is folded into
+    one first, once per call, and left as it was: a caller that predicts again and again on few images (a
+    video, a throughput measurement) folds once itself and passes the copy.
     ``images``: ``(N, 48, 48)`` uint8 faces (scaled here as in training) or ``(N, 1, 48, 48)`` float32 already scaled.
     ``flip``: average the probabilities of each face and its mirror image (test-time augmentation: the
     training faces are flipped at random, so both are faces the network knows).
     """
     from minimtl.functional import softmax
 
-    was_training = model.training
-    model.eval()
+    model = model if model.inference_only else model.fuse_for_inference()
     chunks: dict[str, list[np.ndarray]] = {task: [] for task in model.tasks}
     with no_grad():
         for start in range(0, len(images), batch_size):
@@ -387,7 +389,6 @@ def predict(model: BKNet, images: np.ndarray, batch_size: int = 256, flip: bool 
                 if mirrored is not None:
                     p = (p + softmax(mirrored[task], axis=1).data) / 2
                 chunks[task].append(p)
-    model.train(was_training)
     return {task: np.concatenate(parts) if parts else np.zeros((0,)) for task, parts in chunks.items()}
 
 

@@ -59,8 +59,8 @@ def test_equation_1_links_to_the_loss_source_in_one_click(html):
     ("equations/eq3_accuracy", "minimtl.metrics.accuracy"),
     ("equations/eq4_learning_rate", "minimtl.optim.ExponentialDecay"),
     ("layers/convolution", "minimtl.conv.function.conv2d"),
-    ("layers/pooling", "minimtl.functional.max_pool2d"),
-    ("layers/batch_norm", "minimtl.functional.batch_norm"),
+    ("layers/pooling", "minimtl.pooling.max_pool2d"),
+    ("layers/batch_norm", "minimtl.batch_norm.batch_norm"),
 ])
 def test_each_equation_and_layer_page_links_to_its_code(html, page, function):
     text = (html / f"{page}.html").read_text()

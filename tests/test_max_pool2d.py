@@ -73,8 +73,8 @@ def test_bad_pool_arguments():
 @settings(**settings_fast)
 @given(pool_geometry(), st.integers(0, 2**16), st.booleans(), st.booleans())
 def test_pooling_without_indices_equals_the_kernels(g, seed, channels_last, special):
-    """Without autograd, ``max_pool2d`` takes ``max_pool2d_values`` (no winners' indices): the same values as the
-    kernel path, NaN and ±inf included, and the layout of its input."""
+    """When no backward can follow, ``MaxPool2dFunction`` takes ``max_pool2d_values`` (no winners' indices): the
+    same values as the kernel path, NaN and ±inf included, and the layout of its input."""
     x = distinct_array((g["n"], g["c"], g["h"], g["w"]), seed)
     if special:
         flat = x.reshape(-1)

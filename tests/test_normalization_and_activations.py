@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import minimtl as mt
 from minimtl import functional as F
-from minimtl import nn, ops, parallel
+from minimtl import batch_norm, nn, ops, parallel
 from minimtl.gradcheck import gradcheck
 from strategies import random_array, settings_fast
 
@@ -193,9 +193,10 @@ def channels_last(values: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(autouse=True)
-def fuse_on_every_backend(monkeypatch):
+def fuse_on_every_backend():
     """The one-op batch-norm + ReLU runs wherever its input allows, the numpy backend's reference kernels included."""
-    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "always")
+    with batch_norm.settings(fuse_relu="always"):
+        yield
 
 
 def batch_norm_relu_both_ways(x, weight, bias, upstream, fused):
@@ -281,15 +282,32 @@ def test_planar_input_and_evaluation_mode_compose_the_two_ops():
     np.testing.assert_allclose(evaluation.data, np.maximum(x / np.sqrt(1 + 1e-5), 0), rtol=1e-12)
 
 
-def test_auto_fuses_on_compiled_backends_only(monkeypatch):
+def fuses_relu(x):
+    """Whether training-mode ``batch_norm(x, relu=True)`` runs as ``BatchNormReLUFunction``."""
+    return batch_norm.choose_path(x, training=True, relu=True) == batch_norm.FUSED_RELU
+
+
+def test_auto_fuses_on_compiled_backends_only():
     from minimtl import kernels
 
-    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "auto")
     x = channels_last(random_array((2, 3, 4, 4), 1))
-    assert F.fuses_batch_norm_relu(x) == (kernels.backend_name() != "numpy")
-    assert not F.fuses_batch_norm_relu(np.ascontiguousarray(x))  # planar: never
-    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "never")
-    assert not F.fuses_batch_norm_relu(x)
-    monkeypatch.setattr(F, "FUSE_BATCH_NORM_RELU", "sometimes")
-    with pytest.raises(ValueError, match="FUSE_BATCH_NORM_RELU"):
-        F.fuses_batch_norm_relu(x)
+    with batch_norm.settings(fuse_relu="auto"):
+        assert fuses_relu(x) == (kernels.backend_name() != "numpy")
+        assert not fuses_relu(np.ascontiguousarray(x))  # planar: never
+    with batch_norm.settings(fuse_relu="never"):
+        assert not fuses_relu(x)
+    with pytest.raises(ValueError, match="fuse_relu"):
+        with batch_norm.settings(fuse_relu="sometimes"):
+            pass
+    assert fuses_relu(x)  # the fixture's "always" is back after each block, the failed one included
+
+
+def test_evaluation_mode_is_one_affine_op_whatever_the_grad_mode():
+    x = random_array((3, 2, 4, 4), 6)
+    mean, var, bias = np.array([0.5, -1.0]), np.array([2.0, 0.5]), mt.Tensor(np.array([0.1, 0.2]), requires_grad=True)
+    recorded = F.batch_norm(mt.Tensor(x, requires_grad=True), mean, var, None, bias, training=False)
+    assert recorded._node.function is batch_norm.BatchNormAffineFunction
+    with mt.no_grad():
+        plain = F.batch_norm(mt.Tensor(x), mean, var, None, bias, training=False)
+    np.testing.assert_array_equal(plain.data, recorded.data)
+    assert batch_norm.choose_path(x, training=False, relu=True) == batch_norm.EVALUATION_AFFINE

@@ -153,7 +153,9 @@ def test_batch_norm_and_relu_split_over_the_batch_equal_the_plain_numpy_formulas
 
 @pytest.mark.parametrize("with_weight", [False, True])
 def test_batch_norm_inference_pass_equals_the_differentiable_composition(workers, with_weight):
-    """Evaluation mode under no_grad takes one fused pass; with gradients on, the composed ops. Same values."""
+    """Evaluation mode is one affine pass (``BatchNormAffineFunction``) with gradients on and under no_grad:
+    the same values, split over the workers, against the formula composed of primitive ops."""
+    from minimtl import ops
     from minimtl.autograd import no_grad
 
     workers(2)
@@ -162,7 +164,15 @@ def test_batch_norm_inference_pass_equals_the_differentiable_composition(workers
     mean, var = rng.standard_normal(12), rng.random(12) + 0.5
     weight = Tensor(rng.standard_normal(12).astype(np.float32), requires_grad=True) if with_weight else None
     bias = Tensor(rng.standard_normal(12).astype(np.float32), requires_grad=True)
-    composed = F.batch_norm(Tensor(x, requires_grad=True), mean, var, weight, bias, training=False)
+    recorded = F.batch_norm(Tensor(x, requires_grad=True), mean, var, weight, bias, training=False)
+    assert recorded._node.function is F.BatchNormAffineFunction
+    shape = (1, -1, 1, 1)
+    composed = (Tensor(x) - Tensor(mean.astype(np.float32).reshape(shape))) * Tensor(
+        (1 / np.sqrt(var + 1e-5)).astype(np.float32).reshape(shape))
+    if weight is not None:
+        composed = composed * ops.reshape(weight, shape)
+    composed = composed + ops.reshape(bias, shape)
+    np.testing.assert_allclose(recorded.data, composed.data, rtol=1e-5, atol=1e-5)
     with no_grad():
         fused = F.batch_norm(Tensor(x), mean, var, weight, bias, training=False)
     assert fused.dtype == composed.dtype == np.float32 and not fused.requires_grad

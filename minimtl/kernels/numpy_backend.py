@@ -29,11 +29,11 @@ These kernels carry all the heavy lifting of convolution and pooling:
 ``channel_sums(x_rows, shift)``
     per channel of pixel rows, in float64: ``Σ (x − shift)`` and
     ``Σ (x − shift)²``, from which batch-norm's mean and variance follow
-    (``functional.channel_mean_var``).
+    (``batch_norm.channel_mean_var``).
 ``batch_norm_relu_forward``, ``batch_norm_relu_sums``, ``batch_norm_relu_backward``
     training-mode ``relu(batch_norm(x))`` on pixel rows ``(M, C)``: the
     forward, the two per-channel sums of its backward, and the input gradient
-    (used by ``functional.BatchNormReLUFunction``).
+    (used by ``batch_norm.BatchNormReLUFunction``).
 
 Conventions shared by every backend: ``kernel = (KH, KW)``, ``stride = (SH, SW)``,
 ``padding = ((top, bottom), (left, right))`` in pixels (asymmetric padding lets

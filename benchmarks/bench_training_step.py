@@ -49,8 +49,9 @@ import time
 
 import numpy as np
 
-CLASSES = (2, 2, 6)
-TASKS = ("smile", "gender", "age")
+from minimtl.data import CLASS_NAMES, TASKS
+
+CLASSES = tuple(len(CLASS_NAMES[task]) for task in TASKS)  # each head's outputs, for the PyTorch network too
 
 
 # ------------------------------------------------------------------ engines

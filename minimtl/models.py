@@ -30,15 +30,11 @@ import numpy as np
 from minimtl import functional as F
 from minimtl import nn
 from minimtl.autograd import Tensor
+from minimtl.data.base import CLASS_NAMES, TASKS
 
-TASK_CLASSES = OrderedDict([("smile", 2), ("gender", 2), ("age", 6)])
-"""Classes per task: smile yes/no, gender (male/female), six age groups (Section 4.1)."""
-
-TASK_CLASS_NAMES = {
-    "smile": ["not smiling", "smiling"],
-    "gender": ["male", "female"],
-    "age": ["0-15", "16-25", "26-35", "36-45", "46-60", "61+"],
-}
+TASK_CLASSES = OrderedDict((task, len(CLASS_NAMES[task])) for task in TASKS)
+"""Classes per task, the size of each head's output: smile yes/no, gender, six age groups (Section 4.1).
+Counted from ``minimtl.data.CLASS_NAMES``, the one home of the tasks and their classes."""
 
 PAPER_PARAMETERS = {"A": 2_418_146, "B": 3_731_946, "C": 3_953_130}
 """Table 3 of the paper."""
@@ -193,7 +189,7 @@ class BKNet(nn.Module):
     ``forward(x (N, 1, 48, 48))`` returns ``{task: logits (N, classes)}``.
     """
 
-    def __init__(self, config: str = "C", tasks: Sequence[str] = ("smile", "gender", "age"), init: str = "paper",
+    def __init__(self, config: str = "C", tasks: Sequence[str] = TASKS, init: str = "paper",
                  dropout: float = 0.5, batch_norm_scale: bool = False, standardize: bool = False, seed: int = 0):
         super().__init__()
         config = config.upper()

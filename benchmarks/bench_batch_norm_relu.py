@@ -44,13 +44,13 @@ def main(argv=None) -> None:
         inputs = Tensor(x, requires_grad=True)
 
         def step(fused: bool) -> float:
-            inputs.grad, shift.grad = None, None
+            inputs.grad, shift.grad = None, None  # noqa: B023  (step runs only in the iteration that defines it)
             start = time.perf_counter()
             if fused:
-                out = F.batch_norm(inputs, running_mean, running_var, None, shift, training=True, relu=True)
+                out = F.batch_norm(inputs, running_mean, running_var, None, shift, training=True, relu=True)  # noqa: B023
             else:
-                out = F.relu(F.batch_norm(inputs, running_mean, running_var, None, shift, training=True))
-            out.backward(upstream)
+                out = F.relu(F.batch_norm(inputs, running_mean, running_var, None, shift, training=True))  # noqa: B023
+            out.backward(upstream)  # noqa: B023
             return time.perf_counter() - start
 
         samples = {False: [], True: []}

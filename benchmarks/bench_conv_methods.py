@@ -51,7 +51,8 @@ def main(argv=None) -> None:
     print(f"backend {kernels.backend_name()}, {parallel.threads()} worker threads, batch {args.batch}, float32, "
           f"median of {args.rounds} rounds; auto = what conv_method picks")
     width = 10 * len(METHODS) - 2
-    print(f"{'':>15}  {'forward ms':^{width}}  {'forward + backward ms':^{width}}  {'speed-up over im2col':^{14 * len(METHODS) - 16}}")
+    print(f"{'':>15}  {'forward ms':^{width}}  {'forward + backward ms':^{width}}  "
+          f"{'speed-up over im2col':^{14 * len(METHODS) - 16}}")
     print(f"{'layer':>15}  " + "  ".join(f"{m:>8}" for m in METHODS) + "  " + "  ".join(f"{m:>8}" for m in METHODS)
           + "  " + "  ".join(f"{m + ' f/fb':>12}" for m in METHODS[1:]) + "  auto")
     rng = np.random.default_rng(0)

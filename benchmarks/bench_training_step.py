@@ -135,7 +135,8 @@ class TorchEngine:
         class ConfigC(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.block1, self.block2, self.block3, self.block4 = block(1, 32, 2), block(32, 64, 2), block(64, 128, 2), block(128, 256, 3)
+                self.block1, self.block2, self.block3, self.block4 = (block(1, 32, 2), block(32, 64, 2), block(64, 128, 2),
+                                                                      block(128, 256, 3))
                 self.heads = nn.ModuleList(head(n) for n in CLASSES)
 
             def forward(self, x):
@@ -259,7 +260,8 @@ def environment_report() -> list[str]:
     import numba
 
     lines = [f"python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__} "
-             f"(threads {numba.get_num_threads()}, layer {numba.threading_layer() if hasattr(numba, 'threading_layer') else '?'})",
+             f"(threads {numba.get_num_threads()}, "
+             f"layer {numba.threading_layer() if hasattr(numba, 'threading_layer') else '?'})",
              f"cores: {os.cpu_count()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}, "
@@ -307,7 +309,7 @@ def main(argv=None) -> None:
         for test, run in tests.items():
             for engine in engines:
                 repeat = 20 if test == "infer1" else 1  # batch 1 is short: time 20 in a row
-                seconds = timed(lambda: [run(engine) for _ in range(repeat)]) / repeat
+                seconds = timed(lambda: [run(engine) for _ in range(repeat)]) / repeat  # noqa: B023  (called right here)
                 if round_index > 0:  # round 0 warms up (Numba compiles, caches fill)
                     times[(engine.name, test)].append(seconds)
 
@@ -329,7 +331,8 @@ def main(argv=None) -> None:
             best_ours = max(ours, key=lambda n: images_per_second(n, test))
             line = f"  {test:<9} fastest minimtl = {best_ours} ({images_per_second(best_ours, test):.1f}/s)"
             if "minimtl-numpy" in ours:
-                line += f"; ×{images_per_second(best_ours, test) / images_per_second('minimtl-numpy', test):.2f} the numpy backend"
+                line += (f"; ×{images_per_second(best_ours, test) / images_per_second('minimtl-numpy', test):.2f} "
+                         "the numpy backend")
             if theirs:
                 best_theirs = max(theirs, key=lambda n: images_per_second(n, test))
                 line += (f"; ×{images_per_second(best_ours, test) / images_per_second(best_theirs, test):.2f} "

@@ -119,7 +119,7 @@ def indented_blocks_as_literal(app, what, name, obj, options, lines: list[str]) 
     if what != "module":
         return
     for index, line in enumerate(lines[:-2]):
-        following = next((l for l in lines[index + 1:] if l.strip()), "")
+        following = next((later for later in lines[index + 1:] if later.strip()), "")
         indent = len(line) - len(line.lstrip())
         if (line.rstrip().endswith(":") and not line.rstrip().endswith("::") and lines[index + 1].strip() == ""
                 and len(following) - len(following.lstrip()) > indent and not line.lstrip().startswith((":", "..", "*", "-"))):

@@ -247,8 +247,10 @@ class Tensor:
     def exp(self): return _ops().exp(self)
     def log(self): return _ops().log(self)
     def relu(self): return _ops().relu(self)
-    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-    def transpose(self, *axes): return _ops().transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
+    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list))
+                                                     else shape)
+    def transpose(self, *axes): return _ops().transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list))
+                                                        else (axes or None))
     def flatten(self, start_axis: int = 1): return _ops().flatten(self, start_axis)
 
     @property

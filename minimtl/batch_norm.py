@@ -148,7 +148,8 @@ def batch_norm(
     channels = x.shape[1]
     for name, value in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
         if value is not None and value.shape != (channels,):
-            raise ValueError(f"batch_norm {name} has shape {tuple(value.shape)}, expected ({channels},) for input {tuple(x.shape)}")
+            raise ValueError(f"batch_norm {name} has shape {tuple(value.shape)}, expected ({channels},) "
+                             f"for input {tuple(x.shape)}")
     path = choose_path(x.data, training, relu, weight, bias)
     if path == EVALUATION_AFFINE:
         if running_mean is None or running_var is None:

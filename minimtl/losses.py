@@ -35,7 +35,8 @@ from minimtl.autograd import Tensor
 from minimtl.functional import check_float, log_softmax
 
 
-def masked_cross_entropy(logits: Tensor, labels: np.ndarray, mask: np.ndarray | None = None, normalize: str = "present") -> Tensor:
+def masked_cross_entropy(logits: Tensor, labels: np.ndarray, mask: np.ndarray | None = None,
+                         normalize: str = "present") -> Tensor:
     """Eq. (1): cross-entropy of one task's head over the samples that carry the task.
 
     Args:

@@ -24,7 +24,8 @@ class Parameter(Tensor):
         self.decay = decay
 
 
-def initial_weight(shape: tuple[int, ...], fan_in: int, init: str, generator: np.random.Generator, dtype=np.float32) -> np.ndarray:
+def initial_weight(shape: tuple[int, ...], fan_in: int, init: str, generator: np.random.Generator,
+                   dtype=np.float32) -> np.ndarray:
     """Draw initial weights.
 
     ``init="paper"``: Gaussian with zero mean and variance 0.01 (Section 4.3).

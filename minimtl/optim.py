@@ -23,7 +23,8 @@ class ExponentialDecay:
 
     def __init__(self, initial_lr: float = 0.01, decay_rate: float = 0.8, decay_steps: int = 2000, staircase: bool = False):
         if initial_lr <= 0 or not 0 < decay_rate <= 1 or decay_steps <= 0:
-            raise ValueError(f"need initial_lr > 0, 0 < decay_rate <= 1, decay_steps > 0; got {initial_lr}, {decay_rate}, {decay_steps}")
+            raise ValueError("need initial_lr > 0, 0 < decay_rate <= 1, decay_steps > 0; "
+                             f"got {initial_lr}, {decay_rate}, {decay_steps}")
         self.initial_lr, self.decay_rate, self.decay_steps, self.staircase = initial_lr, decay_rate, decay_steps, staircase
 
     def __call__(self, step: int) -> float:

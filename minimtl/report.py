@@ -206,7 +206,8 @@ def write_report(run_dir: Path, config: TrainConfig, history: list[dict], model:
     for task in model.tasks:
         if task in final:
             ours = 100 * final[task]["accuracy"]
-            lines.append(f"| {task} | {final[task]['samples']} | {ours:.2f}% | {paper_row[task]:.2f}% | {ours - paper_row[task]:+.2f} |")
+            lines.append(f"| {task} | {final[task]['samples']} | {ours:.2f}% | {paper_row[task]:.2f}% "
+                         f"| {ours - paper_row[task]:+.2f} |")
     lines += ["", "The paper measures smile on GENKI-4K and gender and age on IMDB-WIKI; the data of this run are "
               "named above.", ""]
     by_dataset = history[-1].get("test_datasets", {})

@@ -42,7 +42,7 @@ ARCHIVES = {"GENKI-4K": (GENKI4K, "genki4k.tar"), "IMDB-WIKI (wiki)": (IMDBWIKI,
 def test_splits(shared: Path) -> list:
     """The test split of each data set found in ``shared/data``, framed as in training (from the crop cache)."""
     splits = []
-    for name, (cls, archive) in ARCHIVES.items():
+    for _name, (cls, archive) in ARCHIVES.items():
         if (shared / "data" / archive).is_file():
             splits.append(cls(shared / "data" / archive, progress=False).default_split(seed=0)[1])
     return splits

@@ -42,7 +42,8 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(photos):
-    """What the local pool gives (worker processes on one thread each, as the Dask workers run; no cache): ``{name: CropResult}``."""
+    """What the local pool gives (worker processes on one thread each, as the Dask workers run; no cache):
+    ``{name: CropResult}``."""
     results, ignored = crop_images(photos, workers=2, use_cache=False, progress=False)
     assert ignored == ["labels.txt"]
     return results

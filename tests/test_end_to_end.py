@@ -32,7 +32,7 @@ def test_small_conv_net_reaches_95_percent_training_accuracy():
         nn.Flatten(), nn.Linear(8 * 3 * 3, 2, generator=rng),
     )
     optimizer = SGD(net.parameters(), lr=0.05, momentum=0.9)
-    for epoch in range(15):
+    for _epoch in range(15):
         order = rng.permutation(len(images))
         for start in range(0, len(images), 32):
             batch = order[start:start + 32]

@@ -82,9 +82,9 @@ def test_the_same_face_framed_the_same_however_it_is_photographed():
     cropper = FaceCropper()
     crops = {name: cropper(image) for name, image in variants.items()}
     reference = crops["as is"].astype(np.float64)
-    for name, crop in crops.items():
-        assert crop is not None, name
-        assert np.abs(crop.astype(np.float64) - reference).mean() < 25, name  # the same face, the same place
+    for name, cropped in crops.items():
+        assert cropped is not None, name
+        assert np.abs(cropped.astype(np.float64) - reference).mean() < 25, name  # the same face, the same place
 
 
 def test_small_images_are_enlarged_before_detection():
@@ -196,8 +196,8 @@ def eyes_found_in(crops: np.ndarray) -> np.ndarray:
     from minimtl.faces import detect
 
     eyes = []
-    for crop in crops:
-        big = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR), (192, 192), interpolation=cv2.INTER_CUBIC)
+    for cropped in crops:
+        big = cv2.resize(cv2.cvtColor(cropped, cv2.COLOR_GRAY2BGR), (192, 192), interpolation=cv2.INTER_CUBIC)
         found = detect(big)
         if len(found):
             eyes.append(found.landmarks[int(np.argmax(found.areas())), :2] / 4)

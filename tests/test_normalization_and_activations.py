@@ -201,7 +201,8 @@ def fuse_on_every_backend():
 
 def batch_norm_relu_both_ways(x, weight, bias, upstream, fused):
     """Values, gradients and running statistics of relu(batch_norm(x)): one op, or the two ops composed."""
-    tensors = [mt.Tensor(x, requires_grad=True)] + [None if v is None else mt.Tensor(v, requires_grad=True) for v in (weight, bias)]
+    tensors = [mt.Tensor(x, requires_grad=True)] + [None if v is None else mt.Tensor(v, requires_grad=True)
+                                                    for v in (weight, bias)]
     running_mean, running_var = np.zeros(x.shape[1], x.dtype), np.ones(x.shape[1], x.dtype)
     if fused:
         y = F.batch_norm(tensors[0], running_mean, running_var, tensors[1], tensors[2], training=True, relu=True)

@@ -49,7 +49,7 @@ def im2col_diagram(column: int = 1) -> None:
     x = np.arange(2 * 4 * 4, dtype=np.float64).reshape(1, 2, 4, 4)
     kernel, stride, padding = (3, 3), (1, 1), ((0, 0), (0, 0))
     cols = numpy_backend.im2col(x, kernel, stride, padding)  # (2·3·3, 1·2·2) = (18, 4)
-    oh = ow = 2
+    ow = 2
     out_row, out_col = divmod(column, ow)
 
     figure = plt.gcf()
@@ -305,7 +305,8 @@ def architecture_diagram(config: str = "C") -> None:
     if fused_shape is not None:
         fx, fw = x0 + width + 0.8, 4.3
         ftop = block_tops[1] - 0.2
-        box(fx, ftop, fw, 1.6, f"Config C fusion:\nmax-pool 8×8 of block 1's\n32 × 24 × 24 → 32 × 3 × 3\n= {fused_shape[0]} features",
+        box(fx, ftop, fw, 1.6, "Config C fusion:\nmax-pool 8×8 of block 1's\n32 × 24 × 24 → 32 × 3 × 3\n"
+                               f"= {fused_shape[0]} features",
             "#fde3cf", 8.8)
         arrow((x0 + width, block_tops[0] - height / 2), (fx + fw / 2, ftop))
         concat_top = shared_bottom - gap
@@ -373,7 +374,8 @@ def mtcnn_cascade() -> None:
         axis = figure.add_subplot(1, 4, index)
         axis.imshow(rgb)
         for x1, y1, x2, y2 in boxes:
-            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=0.8 if index == 1 else 1.8))
+            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour,
+                                     linewidth=0.8 if index == 1 else 1.8))
         if index == 3 and final.landmarks is not None:
             axis.scatter(*final.landmarks[0].T, s=14, c="red")
         axis.set_title(title, fontsize=9.5)

@@ -72,7 +72,10 @@ class Settings:
         return self.chunk_bytes.get(algorithm.name, algorithm.chunk_bytes)
 
 
-_CURRENT = contextvars.ContextVar("minimtl_conv_settings", default=Settings())
+# The default of every context: one instance shared by all of them, which is safe
+# because Settings is frozen and its chunk_bytes a read-only mapping.
+_DEFAULT_SETTINGS = Settings()
+_CURRENT = contextvars.ContextVar("minimtl_conv_settings", default=_DEFAULT_SETTINGS)
 
 
 def current_settings() -> Settings:

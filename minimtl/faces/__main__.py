@@ -13,9 +13,9 @@ the paper's 48 × 48 grayscale face, in parallel, with a progress bar, and write
 
 A short report is printed at the end.  Nothing is dropped silently and one bad
 file never stops the run; a bad command line or a source that cannot be read
-at all ends it with one line on stderr (exit code 2 or 1, see ``minimtl.cli``).  Crops are cached by file content and settings, so a
-second run over the same images is fast (``--no-cache`` to skip, ``--cache-dir``
-to move it).
+at all ends it with one line on stderr (exit code 2 or 1, see ``minimtl.cli``).
+Crops are cached by file content and settings, so a second run over the same
+images is fast (``--no-cache`` to skip, ``--cache-dir`` to move it).
 
 ``--scheduler tcp://HOST:8786`` crops on a running Dask cluster instead of the local
 process pool, ``--cluster local:N`` on a Dask cluster of N worker processes started

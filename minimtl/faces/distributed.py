@@ -127,7 +127,7 @@ def read_shard(path: str | os.PathLike) -> tuple[str, list[CropResult]]:
     results = []
     for row, name in enumerate(columns["names"].tolist()):
         def optional(key, convert=lambda value: value):
-            return convert(columns[key][row]) if columns[f"has_{key}"][row] else None
+            return convert(columns[key][row]) if columns[f"has_{key}"][row] else None  # noqa: B023  (called in this iteration)
 
         results.append(CropResult(
             name, str(columns["status"][row]), next(crops) if columns["has_crop"][row] else None,

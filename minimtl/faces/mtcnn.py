@@ -347,7 +347,8 @@ class MTCNN(FaceDetector):
     def detect_rgb(self, image_rgb: np.ndarray) -> Detections:
         """Faces in one ``(H, W, 3)`` uint8 RGB image (no shrinking), boxes clipped to the image."""
         if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-            raise ValueError(f"MTCNN.detect_rgb expects an (H, W, 3) RGB array, got {getattr(image_rgb, 'shape', type(image_rgb))}")
+            raise ValueError("MTCNN.detect_rgb expects an (H, W, 3) RGB array, "
+                             f"got {getattr(image_rgb, 'shape', type(image_rgb))}")
         if image_rgb.dtype != np.uint8:
             raise TypeError(f"MTCNN.detect_rgb expects uint8 pixels, got {image_rgb.dtype}")
         height, width = image_rgb.shape[:2]

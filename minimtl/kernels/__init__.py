@@ -94,7 +94,8 @@ def set_backend(name: str) -> str:
         try:
             module = _import(candidate)
         except ImportError as error:
-            warnings.warn(f"minimtl: kernel backend {candidate!r} unavailable ({error}); falling back", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"minimtl: kernel backend {candidate!r} unavailable ({error}); falling back", RuntimeWarning,
+                          stacklevel=2)
             continue
         _current, _current_name, _kernels = module, candidate, getattr(module, "kernels", module)
         return candidate

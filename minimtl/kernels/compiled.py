@@ -238,8 +238,8 @@ class CompiledBackend(SimpleNamespace):
     def shifted_matmul(self, rows: np.ndarray, weights: np.ndarray, offsets, count: int) -> np.ndarray:
         """``out (count, F)`` with ``out[p] = Σ_k rows[p + offsets[k]] @ weights[k]``."""
         if not isinstance(weights, np.ndarray) or weights.ndim != 3 or weights.shape[1] != getattr(rows, "shape", (0, -1))[-1]:
-            raise ValueError(f"shifted_matmul: weights must be (K, C, F) with C the columns of rows {getattr(rows, 'shape', None)}, "
-                             f"got {getattr(weights, 'shape', type(weights))}")
+            raise ValueError("shifted_matmul: weights must be (K, C, F) with C the columns of rows "
+                             f"{getattr(rows, 'shape', None)}, got {getattr(weights, 'shape', type(weights))}")
         rows, weights, offsets = _check_shifted(rows, weights, offsets, count)
         if len(offsets) != len(weights):
             raise ValueError(f"shifted_matmul: need one offset per weight matrix, got {len(offsets)} for {len(weights)}")
@@ -250,7 +250,8 @@ class CompiledBackend(SimpleNamespace):
     def shifted_matmul_grad_weights(self, rows: np.ndarray, grad: np.ndarray, offsets) -> np.ndarray:
         """``(K, C, F)``: ``result[k] = rows[offsets[k] : offsets[k] + P]ᵀ @ grad`` for ``grad (P, F)``."""
         if not isinstance(grad, np.ndarray) or grad.ndim != 2:
-            raise ValueError(f"shifted_matmul_grad_weights: grad must be a 2-D array (P, F), got {getattr(grad, 'shape', type(grad))}")
+            raise ValueError("shifted_matmul_grad_weights: grad must be a 2-D array (P, F), "
+                             f"got {getattr(grad, 'shape', type(grad))}")
         rows, grad, offsets = _check_shifted(rows, grad, offsets, grad.shape[0])
         result = np.zeros((len(offsets), rows.shape[1], grad.shape[1]), dtype=rows.dtype)
         self.loops.shifted_matmul_grad_weights(rows, grad, offsets, result, shifted_tile_rows(rows.shape[1], grad.shape[1]))

@@ -210,7 +210,8 @@ def shifted_matmul(rows, weights, offsets, out, tile):
 
 @serial_jit
 def shifted_matmul_grad_weights(rows, grad, offsets, result, tile):
-    """``result[k] = rows[offsets[k] : offsets[k] + P]ᵀ @ grad`` for ``grad (P, F)`` and zeroed ``result``, ``tile`` rows at a time."""
+    """``result[k] = rows[offsets[k] : offsets[k] + P]ᵀ @ grad`` for ``grad (P, F)`` and zeroed ``result``,
+    ``tile`` rows at a time."""
     count = grad.shape[0]
     part = np.empty(result.shape[1:], dtype=result.dtype)
     for start in range(0, count, tile):
@@ -302,7 +303,8 @@ def winograd_input_transform(x, tiles, tile):
 
 @serial_jit
 def output_tile(products, index, y, n, i, j, u):
-    """The 2×2 pixels of ``y`` from ``(2i, 2j)`` of image ``n`` ← ``Aᵀ M A`` of ``products[:, index]``; ``u (2, 4, LANES)`` scratch."""
+    """The 2×2 pixels of ``y`` from ``(2i, 2j)`` of image ``n`` ← ``Aᵀ M A`` of ``products[:, index]``;
+    ``u (2, 4, LANES)`` scratch."""
     features = y.shape[3]
     for start in range(0, features, LANES):
         width_f = min(LANES, features - start)
@@ -321,7 +323,8 @@ def output_tile(products, index, y, n, i, j, u):
 
 @serial_jit
 def output_tile4(products, index, y, n, i, j, u):
-    """The 4×4 pixels of ``y`` from ``(4i, 4j)`` of image ``n`` ← ``Aᵀ M A`` of ``products[:, index]``; ``u (4, 6, LANES)`` scratch."""
+    """The 4×4 pixels of ``y`` from ``(4i, 4j)`` of image ``n`` ← ``Aᵀ M A`` of ``products[:, index]``;
+    ``u (4, 6, LANES)`` scratch."""
     features = y.shape[3]
     for start in range(0, features, LANES):
         width_f = min(LANES, features - start)
@@ -398,7 +401,8 @@ def output_tile_grad4(grad, n, i, j, grad_products, index, w):
                 w[r, 4, f] = g0[f] - TWO * g1[f] + FOUR * g2[f] - EIGHT * g3[f]
                 w[r, 5, f] = g3[f]
         for b in range(6):  # A (Ĝ Aᵀ), column b: the same combinations of the four rows
-            o0, o1, o2 = grad_products[b, index, start:], grad_products[6 + b, index, start:], grad_products[12 + b, index, start:]
+            o0, o1, o2 = (grad_products[b, index, start:], grad_products[6 + b, index, start:],
+                          grad_products[12 + b, index, start:])
             o3, o4, o5 = (grad_products[18 + b, index, start:], grad_products[24 + b, index, start:],
                           grad_products[30 + b, index, start:])
             for f in range(width_f):
@@ -466,7 +470,8 @@ def input_tile_grad4(grad_tiles, index, grad_x, n, i, j, t):
                 t[4, b, c] = z0[c] + z1[c] + z2[c] + z3[c] + z4[c]
                 t[5, b, c] = z5[c]
         for p in range(6):  # (B V̂) Bᵀ, row p, added onto the pixels
-            x0, x1, x2 = grad_x[n, 4 * i + p, 4 * j, start:], grad_x[n, 4 * i + p, 4 * j + 1, start:], grad_x[n, 4 * i + p, 4 * j + 2, start:]
+            x0, x1, x2 = (grad_x[n, 4 * i + p, 4 * j, start:], grad_x[n, 4 * i + p, 4 * j + 1, start:],
+                          grad_x[n, 4 * i + p, 4 * j + 2, start:])
             x3, x4, x5 = (grad_x[n, 4 * i + p, 4 * j + 3, start:], grad_x[n, 4 * i + p, 4 * j + 4, start:],
                           grad_x[n, 4 * i + p, 4 * j + 5, start:])
             for c in range(width_c):
@@ -498,7 +503,8 @@ def winograd_input_transform_grad(grad_tiles, grad_x, tile):
 
 @serial_jit
 def channel_sums(x, shift, sums, squares):
-    """Add ``Σ (x − shift)`` and ``Σ (x − shift)²`` per channel of pixel rows ``x (M, C)`` into ``sums``, ``squares`` (float64)."""
+    """Add ``Σ (x − shift)`` and ``Σ (x − shift)²`` per channel of pixel rows ``x (M, C)`` into ``sums``,
+    ``squares`` (float64)."""
     rows, channels = x.shape
     for r in range(rows):
         for c in range(channels):

@@ -10,14 +10,12 @@ photos; these are GENKI-4K photos (cite "http://mplab.ucsd.edu, The MPLab GENKI-
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tarfile
 import zlib
 from pathlib import Path
 
-import cv2
 import matplotlib
 
 matplotlib.use("Agg")

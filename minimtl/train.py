@@ -554,7 +554,7 @@ def fit(config: TrainConfig, train_data: MultiTaskDataset, test_data: MultiTaskD
         if dataclasses.replace(saved, epochs=config.epochs) != config:  # only the epoch count may grow
             raise ValueError(f"--resume: the checkpoint in {run_dir} was made with a different configuration ("
                              + "; ".join(config_differences(saved, config)) + "): give the same options to "
-                             f"continue it, or choose another --run-dir for a new run")
+                             "continue it, or choose another --run-dir for a new run")
         start_epoch, history = load_checkpoint(checkpoint, model, optimizer, average)
         start_epoch += 1
     if rank == 0:

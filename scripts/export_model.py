@@ -26,7 +26,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from minimtl import cli, serialization  # noqa: E402
-from minimtl.data import GENKI4K, IMDBWIKI, UTKFace, MultiTaskDataset  # noqa: E402
+from minimtl.data import GENKI4K, IMDBWIKI, UTKFace  # noqa: E402
 from minimtl.metrics import confusion_matrix, majority_share  # noqa: E402
 from minimtl.data import CLASS_NAMES  # noqa: E402
 from minimtl.models import SHIPPED_MODEL  # noqa: E402

@@ -2,7 +2,6 @@
 lost to a killed worker, an interrupted run resumed, and the ``--scheduler`` / ``--cluster`` command line.
 
 Every cluster here is a ``LocalCluster`` on 127.0.0.1; the photos are real GENKI-4K ones, written to tmp_path."""
-import json
 import os
 import signal
 import sys

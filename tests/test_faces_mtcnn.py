@@ -16,7 +16,6 @@ import pytest
 from scipy.signal import correlate
 
 from minimtl.autograd import Tensor, no_grad
-from minimtl.faces import boxes as box_ops
 from minimtl.faces.mtcnn import MTCNN, WEIGHTS_PATH, load_networks, pyramid_scales
 
 from conftest import require_shared_file

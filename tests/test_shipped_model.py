@@ -1,7 +1,6 @@
 """The model that ships with the package: it loads, float16 changes nothing that matters, and it scores on a
 fixed sample what its model card says."""
 import json
-import re
 import sys
 from pathlib import Path
 

@@ -4,7 +4,7 @@ For each trunk layer's activation (batch 128, float32, channels-last as the
 convolutions produce it), times ``relu(batch_norm(x))`` followed by its
 backward with a random upstream gradient, the way a training step runs them
 after every convolution, as two ops and as one (``batch_norm(..., relu=True)``,
-``functional.BatchNormReLUFunction``), in turns, and adds the layers up.  Set beside a training step
+``minimtl.batch_norm.BatchNormReLUFunction``), in turns, and adds the layers up.  Set beside a training step
 from ``bench_training_step.py`` it tells how much of the step these
 memory-bound passes take.
 

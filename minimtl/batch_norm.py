@@ -30,6 +30,7 @@ For inference the affine map is folded into the convolution before it
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Iterator
 
 import numpy as np
@@ -43,7 +44,8 @@ COMPOSED, FUSED_RELU, EVALUATION_AFFINE = "composed", "fused relu", "evaluation 
 
 FUSE_RELU_CHOICES = ("auto", "always", "never")
 
-_settings = {"fuse_relu": "auto"}
+# The choice in force, per thread and contextvars context, as minimtl.conv keeps its settings.
+_FUSE_RELU = contextvars.ContextVar("minimtl_batch_norm_fuse_relu", default="auto")
 
 
 @contextlib.contextmanager
@@ -58,16 +60,16 @@ def settings(fuse_relu: str | None = None) -> Iterator[None]:
             the current choice.
 
     The previous choice is restored when the block ends, even on an error.
+    Blocks nest; each thread (and each ``contextvars`` context) has its own,
+    like ``minimtl.conv.settings``.
     """
     if fuse_relu is not None and fuse_relu not in FUSE_RELU_CHOICES:
         raise ValueError(f"fuse_relu must be 'auto', 'always' or 'never', got {fuse_relu!r}")
-    previous = dict(_settings)
-    if fuse_relu is not None:
-        _settings["fuse_relu"] = fuse_relu
+    token = _FUSE_RELU.set(_FUSE_RELU.get() if fuse_relu is None else fuse_relu)
     try:
         yield
     finally:
-        _settings.update(previous)
+        _FUSE_RELU.reset(token)
 
 
 def choose_path(x: np.ndarray, training: bool, relu: bool, weight: Tensor | None = None,
@@ -100,7 +102,7 @@ def choose_path(x: np.ndarray, training: bool, relu: bool, weight: Tensor | None
     """
     if not training:
         return EVALUATION_AFFINE
-    fuse = _settings["fuse_relu"]
+    fuse = _FUSE_RELU.get()
     if not relu or fuse == "never" or pixel_rows(x) is None:
         return COMPOSED
     if any(t is not None and t.dtype != x.dtype for t in (weight, bias)):

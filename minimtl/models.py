@@ -104,7 +104,8 @@ def fold_batch_norms(layers: nn.Sequential) -> nn.Sequential:
     index = 0
     while index < len(items):
         conv, norm = items[index], items[index + 1] if index + 1 < len(items) else None
-        if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+        # a convolution with its own ReLU feeds the batch-norm a clipped output: no affine map folds that
+        if not (isinstance(conv, nn.Conv2d) and not conv.relu and isinstance(norm, nn.BatchNorm2d)):
             folded.append(conv)
             index += 1
             continue
@@ -112,7 +113,7 @@ def fold_batch_norms(layers: nn.Sequential) -> nn.Sequential:
                                          norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.eps)
         layer = copy.deepcopy(conv)  # the same geometry, with the folded weights, a bias, and the ReLU
         layer.weight, layer.bias = nn.Parameter(weight, decay=True), nn.Parameter(bias)
-        layer.relu = conv.relu or norm.relu
+        layer.relu = norm.relu
         folded.append(layer)
         index += 2
     return nn.Sequential(*folded)

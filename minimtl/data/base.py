@@ -309,8 +309,9 @@ def crop_on_cluster(cropper, source: FileSource, members: list[str], cluster, *,
     ``shard_folder``, where the shards are written (and found again by a re-run, which resumes); they are
     deleted once every member is back.  None: a temporary folder of this machine (enough for a
     ``LocalCluster``).  A file a worker cannot read comes back ``"unreadable"``; the local pool reads
-    with ``FileSource.iterate``, which leaves it out of a folder or zip (it is then "missing from the
-    source") and stops at a damaged tar (``ArchiveError``): so does this.
+    with ``FileSource.iterate``, which leaves out a file that a folder or zip cannot give, or a tar does
+    not hold (it is then "missing from the source"), and stops at a tar member that cannot be read
+    (``ArchiveError``): so does this.
 
     Returns:
         list of ``minimtl.faces.crop.CropResult``, in the order of ``members`` (the files read).
@@ -332,9 +333,10 @@ def crop_on_cluster(cropper, source: FileSource, members: list[str], cluster, *,
     if temporary is None:
         shutil.rmtree(folder, ignore_errors=True)  # every result is in memory, soon in the data set's cache
     read = []
+    held = set(source.names()) if source.kind == "tar" else set()
     for result in results:
         if result.status == "unreadable":  # only a read gives this status (crop_source of bytes never does)
-            if source.kind == "tar":
+            if result.source in held:  # the tar holds it but it could not be read: the archive is damaged
                 raise ArchiveError(source.damaged(OSError("; ".join(result.notes) or "unreadable member")))
             continue
         read.append(result)

@@ -241,6 +241,10 @@ def test_a_data_sets_crop_on_a_cluster_is_the_local_pools(photos, scheduler, tmp
     assert [name for name, _ in local.rejected] == ["genki4k/files/file0014.jpg", "genki4k/files/file0015.jpg"]
     assert local.rejected[0][1].startswith("not_an_image") and local.rejected[1][1] == "missing from the source"
     assert [p.suffix for p in (tmp_path / "dask").iterdir()] == [".npz"]  # the cache entry; the shards deleted
+    uncached = prepare_images(source, members, FaceCropper(), dataset_name="GENKI-4K", cache_dir=None,
+                              progress=False, workers=DaskCluster(scheduler=scheduler))  # shards in a temporary folder
+    assert np.array_equal(uncached.images, local.images) and uncached.kept.tolist() == local.kept.tolist()
+    assert (uncached.fallbacks, uncached.rejected) == (local.fallbacks, local.rejected)
 
 
 def test_a_data_set_built_on_a_cluster_equals_the_local_one_and_is_cached(photos, scheduler, tmp_path):

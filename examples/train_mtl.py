@@ -22,6 +22,8 @@ Faces: every image of every data set goes through the same framing
 placed on one template, grayscale, 48×48, as in Section 3.1; a face the
 detector misses is cropped at its data set's median face position and named.
 Crops are cached under the data root, so a second run starts training at once.
+``--scheduler tcp://HOST:PORT`` or ``--cluster local:N`` crops them on a Dask cluster
+instead of the local process pool (``pip install "minimtl[distributed]"``, docs/distributed.md).
 Splits: GENKI-4K the paper's 1000 test images, WIKI the people of folders
 80–89, UTKFace 20%; data sets in ``--eval-datasets`` not trained on are tested
 too (the report's cross-data-set rows).
@@ -46,6 +48,7 @@ from minimtl import cli, compare, kernels  # noqa: E402
 from minimtl.compare import parse_seeds  # noqa: E402
 from minimtl.data import (DATASETS, GENKI4K, IMDBWIKI, TASKS, MultiTaskDataset, SyntheticFaces,  # noqa: E402
                           UTKFace, data_root, fetch)
+from minimtl.faces.distributed import add_cluster_options, cluster_from_options  # noqa: E402
 from minimtl.report import measure_fps, write_report  # noqa: E402
 from minimtl.train import NonFiniteLoss, TrainConfig, evaluate_by_dataset, fit  # noqa: E402
 
@@ -85,6 +88,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                            "so runs of different seeds are tested on the same faces")
     data.add_argument("--synthetic", action="store_true", help="train on drawn faces (no real data needed)")
     data.add_argument("--limit", type=int, default=None, help="use at most this many images per data set (quick runs)")
+    add_cluster_options(data, "crop the data sets' faces")
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", type=Path, default=None, help="default runs/config-<CONFIG>")
     run.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -108,6 +112,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     except ValueError as error:
         parser.error(str(error))
     check_arguments(parser, arguments)
+    # where the data sets' faces are cropped: the local process pool (None), or a Dask cluster
+    arguments.crop_workers = cluster_from_options(arguments.scheduler, arguments.cluster)
     return arguments
 
 
@@ -140,6 +146,9 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
     unknown = [t for t in tasks if t not in TASKS]
     if not tasks or unknown:
         bad("--tasks", arguments.tasks, f"comma-separated tasks from {','.join(TASKS)}")
+    if arguments.distributed and (arguments.scheduler or arguments.cluster):
+        parser.error("--scheduler/--cluster with --distributed: every rank would crop the same data sets on the cluster "
+                     "at once; crop them first in one run without --distributed (every rank then reads the crop cache)")
     if arguments.distributed and arguments.compare:
         parser.error("--distributed trains one run: leave out --compare (or run the comparison's runs one by one)")
     if arguments.config == "A" and len(tasks) != 1 and not arguments.compare:
@@ -206,7 +215,7 @@ def load_dataset(name: str, path: Path, arguments: argparse.Namespace):
     options = {"part": "imdb" if name == "imdb" else "wiki"} if cls is IMDBWIKI else {}
     started = time.perf_counter()
     dataset = cls(path, root=arguments.data_root, crop=FaceCropper(detector=arguments.detector),
-                  progress=not arguments.quiet, **options)
+                  progress=not arguments.quiet, workers=arguments.crop_workers, **options)
     seconds = time.perf_counter() - started
     print(f"{dataset.name}: {len(dataset)} faces ({len(dataset.fallbacks)} by the fallback crop, "
           f"{len(dataset.rejected)} left out) in {seconds:.0f} s")

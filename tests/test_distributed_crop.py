@@ -199,3 +199,127 @@ def test_a_local_cluster_leaves_this_process_environment_as_it_was(photos, tmp_p
     crop_on_dask(photos, tmp_path / "shards", local_workers=1, files_per_shard=100, progress=False)
     assert os.environ["OMP_NUM_THREADS"] == "2"
     assert not [key for key in SINGLE_THREAD_ENVIRONMENT if key != "OMP_NUM_THREADS" and key in os.environ]
+
+
+# ------------------------------------------------------------------- the data sets' crop step
+def genki_tar(photos, path, count=12):
+    """A GENKI-4K-shaped tar of ``count`` photos, a blank image the detector finds no face in (cropped by the
+    fallback), and a file that is no image; labels.txt has a line for each, and one for a file it lacks."""
+    import cv2
+
+    folder = path.parent / (path.stem + "-files")
+    (folder / "genki4k" / "files").mkdir(parents=True)
+    for number in range(1, count + 1):
+        name = f"file{number:04d}.jpg"
+        (folder / "genki4k" / "files" / name).write_bytes((photos / name).read_bytes())
+    blank = np.full((120, 100, 3), 128, np.uint8)
+    (folder / "genki4k" / "files" / f"file{count + 1:04d}.jpg").write_bytes(cv2.imencode(".jpg", blank)[1].tobytes())
+    (folder / "genki4k" / "files" / f"file{count + 2:04d}.jpg").write_bytes(b"not an image")
+    (folder / "genki4k" / "labels.txt").write_text("".join(f"{n % 2} 0 0 0\n" for n in range(count + 3)))
+    with tarfile.open(path, "w") as tar:
+        tar.add(folder / "genki4k", arcname="genki4k")
+    return path
+
+
+def test_a_data_sets_crop_on_a_cluster_is_the_local_pools(photos, scheduler, tmp_path):
+    """prepare_images with workers=DaskCluster: the same images (bitwise), kept mask, fallbacks and reasons as
+    the local pool over the same members, a member the tar lacks included; the shards are gone once cached."""
+    from minimtl.archives import FileSource
+    from minimtl.data.base import FALLBACK_REASON, prepare_images
+    from minimtl.faces.distributed import DaskCluster
+
+    source = FileSource(genki_tar(photos, tmp_path / "genki4k.tar"))
+    members = [f"genki4k/files/file{n:04d}.jpg" for n in range(1, 16)]  # 15 is not in the tar
+    local = prepare_images(source, members, FaceCropper(), dataset_name="GENKI-4K", cache_dir=tmp_path / "local",
+                           progress=False, workers=2)
+    on_dask = prepare_images(source, members, FaceCropper(), dataset_name="GENKI-4K", cache_dir=tmp_path / "dask",
+                             progress=False, workers=DaskCluster(scheduler=scheduler))
+    assert on_dask.images.dtype == local.images.dtype and np.array_equal(on_dask.images, local.images)
+    assert on_dask.kept.tolist() == local.kept.tolist()
+    assert on_dask.fallbacks == local.fallbacks == [("genki4k/files/file0013.jpg", FALLBACK_REASON)]
+    assert on_dask.rejected == local.rejected
+    assert [name for name, _ in local.rejected] == ["genki4k/files/file0014.jpg", "genki4k/files/file0015.jpg"]
+    assert local.rejected[0][1].startswith("not_an_image") and local.rejected[1][1] == "missing from the source"
+    assert [p.suffix for p in (tmp_path / "dask").iterdir()] == [".npz"]  # the cache entry; the shards deleted
+    uncached = prepare_images(source, members, FaceCropper(), dataset_name="GENKI-4K", cache_dir=None,
+                              progress=False, workers=DaskCluster(scheduler=scheduler))  # shards in a temporary folder
+    assert np.array_equal(uncached.images, local.images) and uncached.kept.tolist() == local.kept.tolist()
+    assert (uncached.fallbacks, uncached.rejected) == (local.fallbacks, local.rejected)
+
+
+def test_a_data_set_built_on_a_cluster_equals_the_local_one_and_is_cached(photos, scheduler, tmp_path):
+    from minimtl.data import GENKI4K
+    from minimtl.faces.distributed import DaskCluster
+
+    archive = genki_tar(photos, tmp_path / "genki4k.tar", count=10)
+    local = GENKI4K(archive, root=tmp_path / "local", progress=False, workers=2)
+    on_dask = GENKI4K(archive, root=tmp_path / "dask", progress=False, workers=DaskCluster(scheduler=scheduler))
+    assert on_dask.names.tolist() == local.names.tolist() and len(local) == 11  # the blank one by the fallback
+    assert np.array_equal(on_dask.images, local.images) and np.array_equal(on_dask.labels["smile"], local.labels["smile"])
+    assert (on_dask.fallbacks, on_dask.rejected) == (local.fallbacks, local.rejected)
+    # read from the crop cache: no scheduler is asked (there is none at this address)
+    again = GENKI4K(archive, root=tmp_path / "dask", progress=False, workers=DaskCluster(scheduler="tcp://127.0.0.1:9"))
+    assert np.array_equal(again.images, local.images)
+
+
+def test_a_data_set_on_dask_says_what_it_lacks(photos, tmp_path, monkeypatch):
+    from minimtl.data import GENKI4K
+    from minimtl.faces.distributed import DaskCluster
+
+    archive = genki_tar(photos, tmp_path / "genki4k.tar", count=2)
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(DistributedNotInstalled, match=r'pip install "minimtl\[distributed\]"'):
+        GENKI4K(archive, root=tmp_path, progress=False, workers=DaskCluster(local_workers=1))
+    with pytest.raises(ValueError, match="needs a face cropper"):
+        from minimtl.data import CentreCrop
+
+        GENKI4K(archive, root=tmp_path, progress=False, crop=CentreCrop(), workers=DaskCluster(local_workers=1))
+
+
+def train_mtl_module():
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import train_mtl
+
+    return train_mtl
+
+
+@pytest.mark.parametrize("arguments, says", [
+    (["--cluster", "banana"], "--cluster 'banana': give local:N"),
+    (["--cluster", "local:0"], "--cluster 'local:0'"),
+    (["--scheduler", "http://127.0.0.1:8786"], "tcp://HOST:PORT"),
+    (["--scheduler", "tcp://127.0.0.1:8786", "--cluster", "local:2"], "not allowed with argument"),
+    (["--cluster", "local:2", "--distributed"], "crop them first in one run without --distributed"),
+])
+def test_train_mtl_cluster_options_are_one_line_usage_errors(capsys, arguments, says):
+    from minimtl import cli
+
+    train_mtl = train_mtl_module()
+    assert cli.run(train_mtl.main, ["--synthetic", *arguments], prog=train_mtl.PROG) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and says in error, error
+
+
+def test_train_mtl_passes_the_cluster_to_the_data_sets_crop(monkeypatch, tmp_path):
+    from minimtl.faces.distributed import DaskCluster
+
+    train_mtl = train_mtl_module()
+    assert train_mtl.parse_arguments([]).crop_workers is None  # the local process pool
+    assert train_mtl.parse_arguments(["--cluster", "local:3"]).crop_workers == DaskCluster(local_workers=3)
+    arguments = train_mtl.parse_arguments(["--scheduler", "tcp://127.0.0.1:8786", "--quiet"])
+    assert arguments.crop_workers == DaskCluster(scheduler="tcp://127.0.0.1:8786")
+    seen = {}
+
+    class Recorder:
+        name, fallbacks, rejected = "GENKI-4K", [], []
+
+        def __init__(self, path, **options):
+            seen.update(options)
+
+        def __len__(self):
+            return 0
+
+    monkeypatch.setitem(train_mtl.DATA_SETS, "genki4k", (Recorder,) + train_mtl.DATA_SETS["genki4k"][1:])
+    train_mtl.load_dataset("genki4k", tmp_path, arguments)
+    assert seen["workers"] == DaskCluster(scheduler="tcp://127.0.0.1:8786")

@@ -12,7 +12,7 @@
   be passed in its place (``None`` means "no face"), e.g. :class:`CentreCrop`,
   the detector-free grayscale central square, for quick looks and tests.
 * :func:`prepare_images` — decode and crop every listed image once (a face
-  cropper in one process per CPU), and keep the 48×48 results of the whole
+  cropper in one process per CPU, or on a Dask cluster given as ``workers=``), and keep the 48×48 results of the whole
   data set in one ``.npz`` under ``<data root>/cache`` keyed by the archive's
   identity and the crop's settings (:class:`minimtl.crop_cache.DatasetCache`),
   so the second run only reads that file.
@@ -29,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
@@ -39,6 +39,9 @@ from minimtl.archives import FileSource
 from minimtl.crop_cache import DatasetCache
 
 from .age_groups import AGE_GROUP_NAMES
+
+if TYPE_CHECKING:
+    from minimtl.faces.distributed import DaskCluster
 
 __all__ = [
     "CLASS_NAMES",
@@ -186,12 +189,14 @@ def prepare_images(
     dataset_name: str,
     cache_dir: Path | None,
     progress: bool = True,
-    workers: int | None = None,
+    workers: "int | DaskCluster | None" = None,
 ) -> Prepared:
     """Decode and crop ``members`` of ``source``, or load the result from the cache.
 
     A face cropper (:class:`minimtl.faces.FaceCropper`, anything with
-    ``crop_source``) runs in ``workers`` processes (default: one per CPU), and
+    ``crop_source``) runs in ``workers`` processes (default: one per CPU), or,
+    when ``workers`` is a :class:`minimtl.faces.distributed.DaskCluster`, on
+    that Dask cluster (:func:`crop_on_cluster`: the same crops), and
     the images in which it finds no face are cropped by the fallback: the
     landmarks at the median position (as fractions of the image's width and
     height) of the faces it found in the same data set, through the same
@@ -200,6 +205,10 @@ def prepare_images(
     image is listed in ``fallbacks``; with fewer than ``FALLBACK_MIN_FACES``
     faces found there is no median, and the misses are rejected.  Any other
     ``crop`` callable runs here, one image after another.
+
+    Raises:
+        ValueError: duplicate member names; a ``DaskCluster`` with a ``crop`` that is no face cropper.
+        minimtl.faces.distributed.DistributedNotInstalled: a ``DaskCluster`` without Dask's ``distributed``.
     """
     key_text = DatasetCache.key(dataset_name, source.identity(), members, crop_cache_key(crop))
     cache = cache_file = None
@@ -226,14 +235,28 @@ def prepare_images(
         images[index[name]] = face
         kept[index[name]] = True
 
+    on_dask = workers is not None and not isinstance(workers, (int, np.integer))
+    if on_dask:
+        from minimtl.faces.distributed import DaskCluster
+
+        if not isinstance(workers, DaskCluster):
+            raise TypeError(f"workers must be a number of processes or a DaskCluster, got {type(workers).__name__}")
+    if on_dask and not hasattr(crop, "crop_source"):
+        raise ValueError(f"{dataset_name}: cropping on a Dask cluster needs a face cropper (minimtl.faces.FaceCropper), "
+                         f"not {crop_cache_key(crop)}")
     if hasattr(crop, "crop_source"):
         from minimtl.faces.crop import crop_many
 
-        workers = (os.cpu_count() or 1) if workers is None else workers
-        items = ((name, data, None) for name, data in source.iterate(members))
+        if on_dask:  # its shards beside the cache entry, so that an interrupted crop resumes; else a temporary folder
+            shards = None if cache_file is None else cache_file.with_name(cache_file.stem + "-shards")
+            results = crop_on_cluster(crop, source, members, workers, shard_folder=shards, progress=progress)
+        else:
+            workers = (os.cpu_count() or 1) if workers is None else workers
+            items = ((name, data, None) for name, data in source.iterate(members))
+            results = crop_many(crop, items, workers=workers, progress=progress, total=len(members),
+                                description=f"cropping {dataset_name}")
         found, missed = [], []
-        for result in crop_many(crop, items, workers=workers, progress=progress, total=len(members),
-                                description=f"cropping {dataset_name}"):
+        for result in results:
             if result.has_face:
                 keep(result.source, result.crop)
                 if result.landmarks is not None and result.image_size:
@@ -275,6 +298,49 @@ def prepare_images(
     if cache is not None:
         cache.put(cache_file, key_text, images, kept, rejected, fallbacks)
     return Prepared(images, kept, rejected, fallbacks)
+
+
+def crop_on_cluster(cropper, source: FileSource, members: list[str], cluster, *, shard_folder: Path | None,
+                    progress: bool = True) -> list:
+    """``CropResult`` of ``members`` of ``source`` cropped by ``cropper`` on the Dask ``cluster``: what the
+    local pool gives ``prepare_images`` (``minimtl.faces.distributed.crop_on_dask`` with ``names=``).
+
+    The workers read the files themselves: ``source`` must be at the same path on every worker, and so must
+    ``shard_folder``, where the shards are written (and found again by a re-run, which resumes); they are
+    deleted once every member is back.  None: a temporary folder of this machine (enough for a
+    ``LocalCluster``).  A file a worker cannot read comes back ``"unreadable"``; the local pool reads
+    with ``FileSource.iterate``, which leaves out a file that a folder or zip cannot give, or a tar does
+    not hold (it is then "missing from the source"), and stops at a tar member that cannot be read
+    (``ArchiveError``): so does this.
+
+    Returns:
+        list of ``minimtl.faces.crop.CropResult``, in the order of ``members`` (the files read).
+    """
+    import shutil
+    import tempfile
+
+    from minimtl.download import ArchiveError
+    from minimtl.faces.distributed import crop_on_dask
+
+    temporary = tempfile.TemporaryDirectory(prefix="minimtl-shards-") if shard_folder is None else None
+    folder = Path(temporary.name) if temporary is not None else Path(shard_folder)
+    try:
+        results, _ = crop_on_dask(source.path, folder, names=members, cropper=cropper, use_cache=False,
+                                  progress=progress, **cluster.arguments())
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+    if temporary is None:
+        shutil.rmtree(folder, ignore_errors=True)  # every result is in memory, soon in the data set's cache
+    read = []
+    held = set(source.names()) if source.kind == "tar" else set()
+    for result in results:
+        if result.status == "unreadable":  # only a read gives this status (crop_source of bytes never does)
+            if result.source in held:  # the tar holds it but it could not be read: the archive is damaged
+                raise ArchiveError(source.damaged(OSError("; ".join(result.notes) or "unreadable member")))
+            continue
+        read.append(result)
+    return read
 
 
 def fallback_crop(cropper, data: bytes, landmarks: np.ndarray) -> np.ndarray | None:
@@ -447,12 +513,13 @@ def resolve_source(source: Path | str | FileSource | None, root: Path | str | No
 
 def load_listed(dataset: FaceDataset, source: FileSource, members: list[str], labels: dict[str, np.ndarray],
                 *, crop: Crop | None, root, cache: bool, load_images: bool, progress: bool,
-                rejected: list[tuple[str, str]], extras: dict[str, np.ndarray] | None = None) -> None:
+                rejected: list[tuple[str, str]], extras: dict[str, np.ndarray] | None = None,
+                workers=None) -> None:
     """Fill ``dataset`` from a listing: members (N names), labels {task: (N,)}, per-sample extras.
 
-    With ``load_images`` the images are prepared (or read from the crop cache)
-    and members without an image are moved to ``rejected``, which is logged
-    as one warning line.
+    With ``load_images`` the images are prepared (or read from the crop cache;
+    ``workers`` as :func:`prepare_images` takes it) and members without an image
+    are moved to ``rejected``, which is logged as one warning line.
     """
     extras = dict(extras or {})
     images, fallbacks = None, []
@@ -460,7 +527,7 @@ def load_listed(dataset: FaceDataset, source: FileSource, members: list[str], la
         crop = crop if crop is not None else default_crop()
         cache_dir = data_root(root) / "cache" if cache else None
         prepared = prepare_images(source, members, crop, dataset_name=dataset.name, cache_dir=cache_dir,
-                                  progress=progress)
+                                  progress=progress, workers=workers)
         images, kept, fallbacks = prepared.images, prepared.kept, prepared.fallbacks
         rejected = rejected + prepared.rejected
         members = [name for name, keep in zip(members, kept) if keep]

@@ -89,6 +89,9 @@ class GENKI4K(FaceDataset):
             (MTCNN and the landmark template, as the paper crops with MTCNN).
         load_images: False to read only the labels (fast: no decoding).
         cache, progress: Keep/reuse the cropped images in the data root; show a progress bar.
+        workers: where a face cropper runs: a number of local processes (default one per CPU), or a
+            :class:`minimtl.faces.distributed.DaskCluster` to crop on Dask (``--scheduler`` / ``--cluster``
+            of ``examples/train_mtl.py``; :func:`~minimtl.data.base.prepare_images`).
 
     Attributes beyond :class:`FaceDataset`: ``pose`` (N, 3) float64 yaw, pitch, roll in radians.
     """
@@ -98,7 +101,7 @@ class GENKI4K(FaceDataset):
     per_sample_attributes = ("pose",)
 
     def __init__(self, source: Path | str | None = None, *, root: Path | str | None = None, crop: Crop | None = None,
-                 load_images: bool = True, cache: bool = True, progress: bool = True):
+                 load_images: bool = True, cache: bool = True, progress: bool = True, workers=None):
         files = resolve_source(source, root, "genki4k", self.name, "genki4k")
         names, smile, pose = read_genki4k_labels(files)
         rejected = unlabelled_images(files, names)
@@ -107,7 +110,7 @@ class GENKI4K(FaceDataset):
         rejected += [(name, "missing from the source: labels.txt has a line for it, but there is no such file")
                      for name in np.array(names)[~found].tolist()]
         load_listed(self, files, [n for n, f in zip(names, found) if f], {"smile": smile[found]}, crop=crop,
-                    root=root, cache=cache, load_images=load_images, progress=progress, rejected=rejected,
+                    root=root, cache=cache, load_images=load_images, progress=progress, rejected=rejected, workers=workers,
                     extras={"pose": pose[found]})
 
     def paper_split(self, seed: int = 0) -> tuple["GENKI4K", "GENKI4K"]:

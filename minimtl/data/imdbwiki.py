@@ -120,7 +120,7 @@ class IMDBWIKI(FaceDataset):
         part: ``"wiki"`` or ``"imdb"``: which fetched copy to use when ``source`` is None.
         min_face_score, max_second_face_score: Quality filters (see the module docstring);
             ``max_second_face_score=None`` drops every photo in which a second face was found.
-        root, crop, load_images, cache, progress: As for :class:`~minimtl.data.GENKI4K`.
+        root, crop, load_images, cache, progress, workers: As for :class:`~minimtl.data.GENKI4K`.
 
     Attributes beyond :class:`FaceDataset`: ``ages`` (N,) int64 years; ``folders`` (N,) int64, the
     number of each image's folder (the last two digits of the person's number).
@@ -132,7 +132,7 @@ class IMDBWIKI(FaceDataset):
     test_folders = tuple(range(80, 90))
 
     def __init__(self, source: Path | str | None = None, *, part: str = "wiki", root: Path | str | None = None,
-                 crop: Crop | None = None, load_images: bool = True, cache: bool = True, progress: bool = True,
+                 crop: Crop | None = None, load_images: bool = True, cache: bool = True, progress: bool = True, workers=None,
                  min_face_score: float = 1.0, max_second_face_score: float | None = None):
         if part not in ("wiki", "imdb"):
             raise ValueError(f"part must be 'wiki' or 'imdb', got {part!r}")
@@ -170,7 +170,7 @@ class IMDBWIKI(FaceDataset):
         kept_ages = ages[keep].astype(np.int64)
         folders = np.array([person_folder(name) for name in members], dtype=np.int64)
         load_listed(self, files, members, {"gender": gender, "age": age_group(kept_ages)}, crop=crop, root=root,
-                    cache=cache, load_images=load_images, progress=progress, rejected=rejected,
+                    cache=cache, load_images=load_images, progress=progress, rejected=rejected, workers=workers,
                     extras={"ages": kept_ages, "folders": folders})
 
     def person_split(self, test_folders=None, seed: int = 0) -> tuple["IMDBWIKI", "IMDBWIKI"]:

@@ -64,7 +64,7 @@ class UTKFace(FaceDataset):
     default_test_size = 0.2
 
     def __init__(self, source: Path | str | None = None, *, root: Path | str | None = None, crop: Crop | None = None,
-                 load_images: bool = True, cache: bool = True, progress: bool = True,
+                 load_images: bool = True, cache: bool = True, progress: bool = True, workers=None,
                  allow_missing_race: bool = False):
         files = resolve_source(source, root, "utkface", self.name, "utkface")
         members, ages, genders, races, rejected = [], [], [], [], []
@@ -84,5 +84,5 @@ class UTKFace(FaceDataset):
             raise ValueError(f"{files.path} holds no UTKFace images (<age>_<gender>_<race>_<datetime>.jpg.chip.jpg)")
         ages = np.array(ages, dtype=np.int64)
         load_listed(self, files, members, {"gender": np.array(genders), "age": age_group(ages)}, crop=crop,
-                    root=root, cache=cache, load_images=load_images, progress=progress, rejected=rejected,
+                    root=root, cache=cache, load_images=load_images, progress=progress, rejected=rejected, workers=workers,
                     extras={"ages": ages, "races": np.array(races, dtype=np.int64)})

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from minimtl import cli
+from minimtl.faces.distributed import add_cluster_options, cluster_from_options
 from minimtl.files import atomic_write
 
 PROG = "python -m minimtl.faces"
@@ -61,11 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "MTCNN weights; for yunet/res10 $MINIMTL_WEIGHTS, the user cache, or a download)")
     crop.add_argument("--workers", type=cli.integer(at_least=1), default=None,
                       help="local worker processes (default: one per CPU)")
-    cluster = crop.add_mutually_exclusive_group()
-    cluster.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
-                         help="crop on the Dask cluster of this scheduler (workers must share SRC and DST's paths)")
-    cluster.add_argument("--cluster", metavar="local:N", default=None,
-                         help="crop on a Dask cluster of N worker processes started on this machine")
+    add_cluster_options(crop, "crop")
     crop.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default ~/.cache/minimtl/faces)")
     crop.add_argument("--no-cache", dest="use_cache", action="store_false")
     crop.add_argument("--png", action="store_true", help="also write each crop as DST/crops/<name>.png")
@@ -115,31 +111,17 @@ def check_source(source: Path) -> None:
         raise cli.UsageError(f"{source} is neither a folder nor a .tar, .tar.gz or .zip archive")
 
 
-SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
-LOCAL_CLUSTER = re.compile(r"local:(\d+)")
-
-
 def cluster_arguments(args: argparse.Namespace) -> dict | None:
-    """``crop_on_dask``'s ``scheduler=`` or ``local_workers=`` from ``--scheduler`` / ``--cluster``; None for the
-    local pool.  A malformed value is a ``cli.UsageError``."""
-    if args.scheduler is not None:
-        match = SCHEDULER_ADDRESS.fullmatch(args.scheduler)
-        if match is None or not 0 < int(match.group(3)) < 65536:
-            raise cli.UsageError(f"--scheduler {args.scheduler!r}: give the scheduler's address as tcp://HOST:PORT "
-                                 f"(`dask scheduler` prints it; the port is 8786 by default)")
-        found = {"scheduler": args.scheduler}
-    elif args.cluster is not None:
-        match = LOCAL_CLUSTER.fullmatch(args.cluster)
-        if match is None or int(match.group(1)) < 1:
-            raise cli.UsageError(f"--cluster {args.cluster!r}: give local:N, N worker processes on this machine "
-                                 f"(e.g. local:4); for a cluster of several machines use --scheduler tcp://HOST:PORT")
-        found = {"local_workers": int(match.group(1))}
-    else:
+    """``crop_on_dask``'s ``scheduler=`` or ``local_workers=`` from ``--scheduler`` / ``--cluster``
+    (``minimtl.faces.distributed.cluster_from_options``); None for the local pool.  A malformed value, or
+    ``--workers`` beside a cluster, is a ``cli.UsageError``."""
+    cluster = cluster_from_options(args.scheduler, args.cluster)
+    if cluster is None:
         return None
     if args.workers is not None:
         raise cli.UsageError("--workers sizes the local process pool; a Dask cluster has its own workers "
                              "(--cluster local:N)")
-    return found
+    return cluster.arguments()
 
 
 def run_crop(args: argparse.Namespace) -> dict:

@@ -30,7 +30,9 @@ On several machines::
         dask worker tcp://HOST:8786 --nworkers 4 --nthreads 1   # on every machine, one process per core
     python -m minimtl.faces crop /shared/genki4k.tar /shared/out --scheduler tcp://HOST:8786
 
-or, in Python, ``crop_on_dask(source, shard_folder, scheduler="tcp://HOST:8786")``.  On one
+or, in Python, ``crop_on_dask(source, shard_folder, scheduler="tcp://HOST:8786")``; ``names=`` crops
+only the listed members (the data sets' crop step, ``minimtl.data.base.prepare_images`` given a
+``DaskCluster``, does so).  On one
 machine, ``--cluster local:4`` (``local_workers=4``) starts a ``LocalCluster`` of 4 worker
 processes for the run; the local process pool (``--workers``) stays the default, and is as fast on
 one machine.  Workers should run one thread each: the parallelism is across
@@ -42,11 +44,14 @@ decompressing that much of a ``.tar.gz`` (extract a large ``.tar.gz`` into a fol
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import socket
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +60,8 @@ from minimtl.files import atomic_write
 from minimtl.faces.crop import (SINGLE_THREAD_ENVIRONMENT, CropCache, CropResult, FaceCropper, crop_with_cache,
                                 default_cache_dir, iter_bytes, list_sources)
 
-__all__ = ["DistributedNotInstalled", "crop_on_dask", "import_distributed", "read_shard", "shard_is_complete",
-           "shard_path", "write_shard"]
+__all__ = ["DaskCluster", "DistributedNotInstalled", "add_cluster_options", "cluster_from_options", "crop_on_dask",
+           "import_distributed", "read_shard", "shard_is_complete", "shard_path", "write_shard"]
 
 SHARD_FORMAT = 1  # bump when the layout of a shard file changes, so old shards are recomputed
 FILES_PER_SHARD = 200
@@ -75,6 +80,72 @@ def import_distributed():
         raise DistributedNotInstalled(f'cropping on a Dask cluster needs Dask\'s distributed ({error}): '
                                       f'pip install "minimtl[distributed]"') from None
     return distributed
+
+
+# -------------------------------------------------------------------------------- which cluster
+@dataclass(frozen=True)
+class DaskCluster:
+    """Where a crop runs on Dask: a running scheduler, or a ``LocalCluster`` started for the run.
+
+    Attributes:
+        scheduler: address of a running scheduler, ``"tcp://HOST:8786"``; or
+        local_workers: a ``LocalCluster`` of this many one-thread worker processes on this machine.
+
+    Exactly one of them is given.  ``crop_on_dask(..., **cluster.arguments())`` crops there; the data
+    sets take it as ``workers=`` (``GENKI4K(..., workers=DaskCluster(local_workers=2))``).
+    """
+
+    scheduler: str | None = None
+    local_workers: int | None = None
+
+    def __post_init__(self):
+        if (self.scheduler is None) == (self.local_workers is None):
+            raise ValueError("a DaskCluster needs one of scheduler='tcp://HOST:PORT' and local_workers=N")
+        if self.local_workers is not None and int(self.local_workers) < 1:
+            raise ValueError(f"local_workers must be at least 1, got {self.local_workers}")
+
+    def arguments(self) -> dict:
+        """``{"scheduler": ...}`` or ``{"local_workers": ...}``: the keyword arguments of ``crop_on_dask``."""
+        if self.scheduler is not None:
+            return {"scheduler": self.scheduler}
+        return {"local_workers": int(self.local_workers)}
+
+
+SCHEDULER_ADDRESS = re.compile(r"(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+LOCAL_CLUSTER = re.compile(r"local:(\d+)")
+
+
+def add_cluster_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "crop") -> None:
+    """``--scheduler tcp://HOST:PORT`` and ``--cluster local:N`` (mutually exclusive), read by
+    ``cluster_from_options``; ``what`` names the step they move to Dask in the help texts."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help=f"{what} on the Dask cluster of this scheduler (its workers must share the paths)")
+    group.add_argument("--cluster", metavar="local:N", default=None,
+                       help=f"{what} on a Dask cluster of N worker processes started on this machine")
+
+
+def cluster_from_options(scheduler: str | None, cluster: str | None) -> DaskCluster | None:
+    """The ``DaskCluster`` that ``--scheduler`` / ``--cluster`` name; None for the local process pool.
+
+    Raises:
+        minimtl.cli.UsageError: a malformed value (the command line says it in one line, exit code 2).
+    """
+    from minimtl import cli
+
+    if scheduler is not None:
+        match = SCHEDULER_ADDRESS.fullmatch(scheduler)
+        if match is None or not 0 < int(match.group(3)) < 65536:
+            raise cli.UsageError(f"--scheduler {scheduler!r}: give the scheduler's address as tcp://HOST:PORT "
+                                 f"(`dask scheduler` prints it; the port is 8786 by default)")
+        return DaskCluster(scheduler=scheduler)
+    if cluster is not None:
+        match = LOCAL_CLUSTER.fullmatch(cluster)
+        if match is None or int(match.group(1)) < 1:
+            raise cli.UsageError(f"--cluster {cluster!r}: give local:N, N worker processes on this machine "
+                                 f"(e.g. local:4); for a cluster of several machines use --scheduler tcp://HOST:PORT")
+        return DaskCluster(local_workers=int(match.group(1)))
+    return None
 
 
 # -------------------------------------------------------------------------------- shard files
@@ -150,10 +221,13 @@ def shard_is_complete(path: str | os.PathLike, names: list[str], settings: str) 
 
 # -------------------------------------------------------------------------------- what a worker runs
 def _crop_names(source: str, names: list[str], cropper_class: type, options: dict, use_cache: bool,
-                cache_folder: str | None, shown_source: str | None) -> tuple[FaceCropper, list[CropResult]]:
+                cache_folder: str | None, shown_source: str | None,
+                cropper: FaceCropper | None = None) -> tuple[FaceCropper, list[CropResult]]:
     """Read ``names`` from ``source`` in one pass and crop them, as ``crop._crop_one`` does, in name order.
 
-    A read error names the source as ``shown_source`` (as the user gave it, perhaps relative), as ``crop_images`` does.
+    ``cropper``, when given (sent once to every worker by ``crop_on_dask``), is used instead of
+    ``cropper_class(**options)``.  A read error names the source as ``shown_source`` (as the user gave it,
+    perhaps relative), as ``crop_images`` does.
     """
     import cv2
 
@@ -161,7 +235,8 @@ def _crop_names(source: str, names: list[str], cropper_class: type, options: dic
     if not os.path.exists(source):
         raise FileNotFoundError(f"the worker on {socket.gethostname()} finds no {source}: the source must be on a "
                                 f"file system every worker shares, under the same path")
-    cropper = cropper_class(**options)  # the detector is loaded once per worker process (get_detector shares it)
+    if cropper is None:
+        cropper = cropper_class(**options)  # the detector is loaded once per worker process (get_detector shares it)
     cache = CropCache(cache_folder if cache_folder is not None else default_cache_dir()) if use_cache else None
     results = {}
     items = iter_bytes(source, names)
@@ -184,21 +259,23 @@ def _crop_names(source: str, names: list[str], cropper_class: type, options: dic
 
 
 def crop_shard(source: str, names: list[str], path: str, cropper_class: type = FaceCropper, options: dict | None = None,
-               use_cache: bool = False, cache_folder: str | None = None, shown_source: str | None = None) -> dict:
+               use_cache: bool = False, cache_folder: str | None = None, shown_source: str | None = None,
+               cropper: FaceCropper | None = None) -> dict:
     """One task: crop ``names`` of ``source``, write them to the shard file ``path``; a small summary back."""
     start = time.perf_counter()
     cropper, results = _crop_names(source, names, cropper_class, dict(options or {}), use_cache, cache_folder,
-                                   shown_source)
+                                   shown_source, cropper)
     write_shard(path, results, cropper.settings, cropper.size)
     return {"path": path, "files": len(results), "faces": sum(r.has_face for r in results),
             "seconds": time.perf_counter() - start, "host": socket.gethostname()}
 
 
 def crop_files(source: str, names: list[str], cropper_class: type = FaceCropper, options: dict | None = None,
-               use_cache: bool = False, cache_folder: str | None = None,
-               shown_source: str | None = None) -> list[CropResult]:
+               use_cache: bool = False, cache_folder: str | None = None, shown_source: str | None = None,
+               cropper: FaceCropper | None = None) -> list[CropResult]:
     """One task of a shard run again file by file: the ``CropResult`` themselves come back (a few kB each)."""
-    return _crop_names(source, names, cropper_class, dict(options or {}), use_cache, cache_folder, shown_source)[1]
+    return _crop_names(source, names, cropper_class, dict(options or {}), use_cache, cache_folder, shown_source,
+                       cropper)[1]
 
 
 # -------------------------------------------------------------------------------- the driver
@@ -231,7 +308,8 @@ def _local_cluster(distributed, workers: int):
 
 
 def crop_on_dask(source: str | os.PathLike, shard_folder: str | os.PathLike, cropper_options: dict | None = None, *,
-                 scheduler: str | None = None, local_workers: int | None = None,
+                 scheduler: str | None = None, local_workers: int | None = None, names: list[str] | None = None,
+                 cropper: FaceCropper | None = None,
                  files_per_shard: int = FILES_PER_SHARD, retries: int = 2, use_cache: bool = True,
                  cache_folder: str | os.PathLike | None = None, cropper_class: type = FaceCropper,
                  progress: bool = True) -> tuple[list[CropResult], list[str]]:
@@ -245,6 +323,10 @@ def crop_on_dask(source: str | os.PathLike, shard_folder: str | os.PathLike, cro
         scheduler: address of a running scheduler, ``"tcp://HOST:8786"``.
         local_workers: instead, start a ``LocalCluster`` of this many one-thread worker processes
             on this machine for the run (one of ``scheduler`` and ``local_workers`` is needed).
+        names: crop only these members of ``source``, in this order (``ignored`` is then empty);
+            default: every image ``list_sources`` finds.
+        cropper: an already built ``FaceCropper`` to use instead of ``cropper_class(**cropper_options)``
+            (the data sets' crop step passes its own); sent with every task.
         files_per_shard: names per shard and task; the shards are cut in ``list_sources`` order,
             so a re-run must use the same number to find its shards.
         retries: how often Dask runs a task again that raised (e.g. a shard file that could not be written).
@@ -254,8 +336,8 @@ def crop_on_dask(source: str | os.PathLike, shard_folder: str | os.PathLike, cro
         progress: tqdm progress bar, counting images.
 
     Returns:
-        ``(results, ignored)``: one ``CropResult`` per image name, in ``list_sources`` order, and the
-        names skipped because they are not named as images; the same as ``crop_images``.
+        ``(results, ignored)``: one ``CropResult`` per image name, in ``list_sources`` order (or that of
+        ``names``), and the names skipped because they are not named as images; the same as ``crop_images``.
 
     Raises:
         DistributedNotInstalled: without Dask's ``distributed``.
@@ -273,17 +355,26 @@ def crop_on_dask(source: str | os.PathLike, shard_folder: str | os.PathLike, cro
     if files_per_shard < 1:
         raise ValueError(f"files_per_shard must be at least 1, got {files_per_shard}")
     options = dict(cropper_options or {})
-    cropper = cropper_class(**options)  # bad options fail here, before any worker is asked
+    built = cropper  # sent to the workers as it is
+    if cropper is None:
+        cropper = cropper_class(**options)  # bad options fail here, before any worker is asked
     settings, size = cropper.settings, cropper.size
     shown_source, source = str(source), os.path.abspath(source)  # the workers' working folders are not ours
     shard_folder = Path(os.path.abspath(shard_folder))
-    names, ignored = list_sources(source)
+    if names is None:
+        names, ignored = list_sources(source)
+    else:
+        names, ignored = list(names), []
+        if len(set(names)) != len(names):
+            raise ValueError("crop_on_dask: names= lists a member more than once")
     shards = [names[start:start + files_per_shard] for start in range(0, len(names), files_per_shard)]
     todo = [index for index, shard in enumerate(shards)
             if not shard_is_complete(shard_path(shard_folder, index), shard, settings)]
     task_options = dict(cropper_class=cropper_class, options=options, use_cache=bool(use_cache),
                         cache_folder=None if cache_folder is None else os.path.abspath(cache_folder),
                         shown_source=shown_source)
+    if built is not None:  # with every task (~2 MB with MTCNN's weights, against seconds of cropping per shard):
+        task_options["cropper"] = built  # data scattered once would be lost with the workers that held it
     bar = tqdm(total=len(names), initial=len(names) - sum(len(shards[i]) for i in todo), unit="image",
                desc="cropping faces on Dask", disable=not progress)
     cluster = client = None

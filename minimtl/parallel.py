@@ -26,6 +26,7 @@ environment variable ``MINIMTL_THREADS``; ``set_threads(1)`` turns it off.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -40,6 +41,7 @@ _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _blas = None  # threadpoolctl.ThreadpoolController, made at first use (it inspects the loaded libraries)
+_blas_modules = 0  # len(sys.modules) when it was made
 
 
 def _default_threads() -> int:
@@ -106,10 +108,13 @@ def single_threaded_blas():
 
 def _single_threaded_blas():
     """A context in which BLAS runs on one thread (threadpoolctl; nothing if it is not installed)."""
-    global _blas
-    if _blas is None:
-        # The controller limits the BLAS libraries loaded when it is made.  Besides NumPy's, the compiled
-        # shifted products call SciPy's (scipy.linalg.cython_blas; Numba's np.dot does too): load it first.
+    global _blas, _blas_modules
+    # The controller limits the BLAS libraries loaded when it is made.  A module imported since (PyTorch,
+    # OpenCV, ...) may have loaded another, so it is made again when the count of imported modules changes:
+    # a cheap sign, where listing the loaded libraries on every call would cost milliseconds.
+    if _blas is None or (_blas and len(sys.modules) != _blas_modules):
+        # Besides NumPy's, the compiled shifted products call SciPy's BLAS (scipy.linalg.cython_blas;
+        # Numba's np.dot does too): load it first.
         import scipy.linalg.cython_blas  # noqa: F401
         try:
             from threadpoolctl import ThreadpoolController
@@ -117,6 +122,7 @@ def _single_threaded_blas():
             _blas = False
         else:
             _blas = ThreadpoolController()
+        _blas_modules = len(sys.modules)
     return _blas.limit(limits=1, user_api="blas") if _blas else nullcontext()
 
 

@@ -96,6 +96,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                      help="train A (per task), B and C for every --seeds and write Table 2 with intervals "
                           "(run folder default runs/compare; finished runs are skipped, an interrupted one resumed)")
     run.add_argument("--seeds", default="0", help="--compare: comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--record", type=Path, default=None,
+                     help="--compare: folder of the finished runs' records, from which the tables are made; a "
+                          "recorded run is skipped (default <run-dir>/record; a few KB a run, no images: copy or "
+                          "commit it to go on with the comparison elsewhere)")
     run.add_argument("--distributed", action="store_true",
                      help="train data-parallel on the processes mpirun started (mpirun -np N --host a,b python "
                           f"{PROG} --distributed ...): each takes a shard of every batch; needs "
@@ -452,13 +456,17 @@ def run_comparison(arguments: argparse.Namespace, train: MultiTaskDataset, test:
     from minimtl.train import train_loader
 
     root = arguments.run_dir or REPOSITORY / "runs" / "compare"
+    record = arguments.record or root / "record"
+    timings_file = root / "timings.json"  # wall time per run folder, summed over its resumed pieces
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    compare.record_finished(root, record, arguments.seeds, timings)
     plan = compare.comparison_plan(arguments.seeds)
     parts = {run.label: (train, test) if run.config != "A" else
              (single_task_part(train, run.tasks[0]), single_task_part(test, run.tasks[0])) for run, _ in plan}
     remaining = 0
     for run, seed in plan:
         folder = run.folder(root, seed)
-        if compare.is_finished(folder):
+        if run.record(record, seed).is_file():
             continue
         config = comparison_config(arguments, run, seed, train)
         done = 0
@@ -467,29 +475,30 @@ def run_comparison(arguments: argparse.Namespace, train: MultiTaskDataset, test:
 
             done = int(serialization.load(folder / "checkpoint.npz")["epoch"]) + 1
         remaining += max(config.epochs - done, 0) * len(train_loader(parts[run.label][0], config, 0))
-    finished = sum(compare.is_finished(run.folder(root, seed)) for run, seed in plan)
+    finished = sum(run.record(record, seed).is_file() for run, seed in plan)
     if remaining:
         step = seconds_per_step(comparison_config(arguments, compare.RUNS[-1], arguments.seeds[0], train), train)
-        print(f"\n--compare: {len(plan)} runs ({finished} already finished), {remaining:,} training steps to go at "
-              f"{step:.2f} s a step: about {remaining * step / 3600:.1f} hours before evaluation. Interrupt at any "
-              f"time; the same command resumes.")
-    timings_file = root / "timings.json"
-    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+        print(f"\n--compare: {len(plan)} runs ({finished} already recorded in {record}), {remaining:,} training "
+              f"steps to go at {step:.2f} s a step: about {remaining * step / 3600:.1f} hours before evaluation. "
+              f"Interrupt at any time; the same command resumes.")
     for run, seed in plan:
         folder = run.folder(root, seed)
-        if compare.is_finished(folder):
+        if run.record(record, seed).is_file():
             continue
-        run_train, run_test = parts[run.label]
-        started = time.perf_counter()
-        run_one(comparison_config(arguments, run, seed, train), run_train, run_test, folder, arguments,
-                description, cross_test, resume=(folder / "checkpoint.npz").is_file())
-        timings[folder.name] = timings.get(folder.name, 0.0) + time.perf_counter() - started
-        root.mkdir(parents=True, exist_ok=True)
-        timings_file.write_text(json.dumps(timings, indent=2))
-    summary = compare.summarize(root, arguments.seeds)
+        if not compare.is_finished(folder):
+            run_train, run_test = parts[run.label]
+            started = time.perf_counter()
+            run_one(comparison_config(arguments, run, seed, train), run_train, run_test, folder, arguments,
+                    description, cross_test, resume=(folder / "checkpoint.npz").is_file())
+            timings[folder.name] = timings.get(folder.name, 0.0) + time.perf_counter() - started
+            root.mkdir(parents=True, exist_ok=True)
+            timings_file.write_text(json.dumps(timings, indent=2))
+        compare.record_run(folder, run.record(record, seed), timings.get(folder.name))
+    summary = compare.summarize(record, arguments.seeds)
     table3 = table3_rows(arguments)
-    wall = (f"Wall time of the {len(plan)} runs: {sum(timings.values()) / 3600:.1f} hours of training and "
-            f"evaluation on this machine, as recorded in {timings_file.name}.") if timings else ""
+    seconds, timed = compare.recorded_seconds(record, arguments.seeds)
+    wall = (f"Wall time of {timed} of the {len(plan)} runs: {seconds / 3600:.1f} hours of training and "
+            f"evaluation, as recorded with each run.") if timed else ""
     table = compare.write_tables(summary, root / "table2_seeds.md", description, table3, wall)
     compare.plot_comparison(summary, root / "table2_seeds.png")
     print(table.read_text())

@@ -16,9 +16,14 @@ Config A takes the same number of epochs of ``1/k`` of the steps.  What Config
 C has beyond A is then only the other tasks' data and the shared trunk.
 
 Each run is its own folder ``<root>/<label>-seed<seed>`` holding what a
-normal run holds (checkpoint, model, report) plus ``predictions.npz``; a
-finished run is skipped, an interrupted one resumed, so the comparison can
-be run in pieces.
+normal run holds (checkpoint, model, report) plus ``predictions.npz``; an
+interrupted run is resumed from its checkpoint.  A finished run is kept as a
+*record* (:func:`record_run`, ``<record>/<label>-seed<seed>.npz``): per task,
+whether each test image was classified right, the SHA-256 of the images'
+names and the run's wall time.  The tables are made from the records alone,
+and a recorded run is skipped, so a comparison can be run in pieces, on
+several machines or sittings: the record folder is a few kilobytes a run,
+holds no image, name, label or weight, and can be committed or copied.
 
 Two intervals for a difference ``C − A`` of a task's accuracy:
 
@@ -35,6 +40,7 @@ when both lie below, and *not distinguishable at this sample size* otherwise.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -45,7 +51,8 @@ import numpy as np
 
 from minimtl.data import TASKS
 
-__all__ = ["COMPARISONS", "RUNS", "Run", "comparison_plan", "paired_bootstrap", "t_interval", "verdict"]
+__all__ = ["COMPARISONS", "RUNS", "Run", "comparison_plan", "paired_bootstrap", "record_finished", "record_run",
+           "t_interval", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,12 @@ class Run:
     tasks: tuple[str, ...]
 
     def folder(self, root: Path, seed: int) -> Path:
+        """The run folder: checkpoint, model, report and predictions of this run with ``seed``."""
         return Path(root) / f"{self.label}-seed{seed}"
+
+    def record(self, record: Path, seed: int) -> Path:
+        """The record of this run with ``seed`` once finished (:func:`record_run`)."""
+        return Path(record) / f"{self.label}-seed{seed}.npz"
 
 
 #: The runs of one seed: Config A once per task, then B and C on all tasks.
@@ -138,7 +150,7 @@ def verdict(bootstrap: tuple[float, float, float], over_seeds: tuple[float, floa
     return "not distinguishable"
 
 
-# ------------------------------------------------------------------------------------- reading runs
+# ------------------------------------------------------------------------------------- records of runs
 def read_predictions(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     """``{task: {"names": (N,) str, "truth": (N,), "predicted": (N,)}}`` from a run's ``predictions.npz``."""
     with np.load(Path(folder) / "predictions.npz", allow_pickle=False) as stored:
@@ -147,43 +159,100 @@ def read_predictions(folder: Path) -> dict[str, dict[str, np.ndarray]]:
                        "predicted": stored[f"predicted.{task}"]} for task in tasks}
 
 
-def correctness(root: Path, seeds: Sequence[int]) -> dict[str, dict[str, np.ndarray]]:
-    """``{config "A"|"B"|"C": {task: (seeds, images) bool}}``, images in one order for every run of a task."""
-    found: dict[str, dict[str, list[np.ndarray]]] = {}
-    names: dict[str, np.ndarray] = {}
+def names_digest(names: np.ndarray) -> str:
+    """SHA-256 of the sorted test image names: two runs with one digest were tested on the same images."""
+    return hashlib.sha256("\n".join(sorted(str(name) for name in names)).encode()).hexdigest()
+
+
+def record_run(folder: Path, path: Path, seconds: float | None = None) -> Path:
+    """Keep what the tables need of the finished run in ``folder``: ``path`` (.npz) holds, per task,
+    ``correct.<task>`` ((N,) bool: was test image ``i`` classified right, images in the order of their sorted
+    names) and ``digest.<task>`` (:func:`names_digest`), and ``seconds``, the run's wall time (NaN if unknown).
+    """
+    from minimtl import serialization
+
+    state = {"seconds": np.float64(np.nan if seconds is None else seconds)}
+    for task, values in read_predictions(folder).items():
+        order = np.argsort(values["names"], kind="stable")
+        state[f"correct.{task}"] = values["predicted"][order] == values["truth"][order]
+        state[f"digest.{task}"] = np.frombuffer(bytes.fromhex(names_digest(values["names"])), np.uint8)
+    return serialization.save(state, path)
+
+
+def read_record(path: Path) -> tuple[dict[str, tuple[np.ndarray, str]], float]:
+    """``({task: (correct (N,) bool, names digest)}, seconds)`` from a record written by :func:`record_run`."""
+    from minimtl import serialization
+
+    stored = serialization.load(path)
+    tasks = [key[len("correct."):] for key in stored if key.startswith("correct.")]
+    return ({task: (stored[f"correct.{task}"], stored[f"digest.{task}"].tobytes().hex()) for task in tasks},
+            float(stored["seconds"]))
+
+
+def record_finished(root: Path, record: Path, seeds: Sequence[int], seconds: dict[str, float] | None = None) -> int:
+    """Record every run of ``seeds`` that is finished in ``root`` but not yet in ``record``; return how many.
+
+    ``seconds``: ``{run folder name: wall time}`` for the records, where known."""
+    made = 0
     for run, seed in comparison_plan(seeds):
-        for task, values in read_predictions(run.folder(root, seed)).items():
+        folder, path = run.folder(root, seed), run.record(record, seed)
+        if is_finished(folder) and not path.is_file():
+            record_run(folder, path, (seconds or {}).get(folder.name))
+            made += 1
+    return made
+
+
+def correctness(record: Path, seeds: Sequence[int]) -> dict[str, dict[str, dict[int, np.ndarray]]]:
+    """``{config "A"|"B"|"C": {task: {seed: (images,) bool}}}`` of the recorded runs among ``seeds``.
+
+    Runs not recorded yet are left out, so a comparison in progress can be summarized.  ValueError if a run
+    was tested on other images than the others of its task."""
+    found: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+    digests: dict[str, str] = {}
+    for run, seed in comparison_plan(seeds):
+        path = run.record(record, seed)
+        if not path.is_file():
+            continue
+        for task, (correct, digest) in read_record(path)[0].items():
             if task not in run.tasks:
                 continue
-            order = np.argsort(values["names"], kind="stable")
-            these = values["names"][order]
-            if task in names and not np.array_equal(names[task], these):
-                raise ValueError(f"{run.folder(root, seed)} was tested on other {task} images than the other runs")
-            names[task] = these
-            found.setdefault(run.config, {}).setdefault(task, []).append(
-                values["predicted"][order] == values["truth"][order])
-    return {config: {task: np.stack(rows) for task, rows in tasks.items()} for config, tasks in found.items()}
+            if digests.setdefault(task, digest) != digest:
+                raise ValueError(f"{path} was tested on other {task} images than the other runs")
+            found.setdefault(run.config, {}).setdefault(task, {})[seed] = correct
+    return found
 
 
-def summarize(root: Path, seeds: Sequence[int], draws: int = 10_000) -> dict:
-    """Accuracy per config, task and seed; mean ± sd; and every difference of ``COMPARISONS`` with both intervals."""
-    correct = correctness(root, seeds)
+def recorded_seconds(record: Path, seeds: Sequence[int]) -> tuple[float, int]:
+    """``(total wall time, runs)`` over the recorded runs of ``seeds`` whose time is known."""
+    times = [read_record(run.record(record, seed))[1] for run, seed in comparison_plan(seeds)
+             if run.record(record, seed).is_file()]
+    known = [t for t in times if math.isfinite(t)]
+    return float(sum(known)), len(known)
+
+
+def summarize(record: Path, seeds: Sequence[int], draws: int = 10_000) -> dict:
+    """Accuracy per config, task and seed; mean ± sd; and every difference of ``COMPARISONS`` with both
+    intervals, over the seeds both configurations have recorded."""
+    correct = correctness(record, seeds)
     summary = {"seeds": list(seeds), "accuracy": {}, "differences": {}}
     for config, tasks in correct.items():
-        for task, rows in tasks.items():
-            per_seed = rows.mean(axis=1)
+        for task, by_seed in tasks.items():
+            per_seed = np.array([by_seed[seed].mean() for seed in sorted(by_seed)])
             summary["accuracy"].setdefault(config, {})[task] = {
-                "per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
-                "sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0, "images": int(rows.shape[1])}
+                "seeds": sorted(by_seed), "per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
+                "sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
+                "images": int(next(iter(by_seed.values())).size)}
     for better, worse in COMPARISONS:
         for task in TASKS:
-            if task not in correct.get(better, {}) or task not in correct.get(worse, {}):
+            both = sorted(set(correct.get(better, {}).get(task, {})) & set(correct.get(worse, {}).get(task, {})))
+            if not both:
                 continue
-            a, b = correct[better][task], correct[worse][task]
+            a = np.stack([correct[better][task][seed] for seed in both])  # (seeds, images)
+            b = np.stack([correct[worse][task][seed] for seed in both])
             bootstrap = paired_bootstrap(a, b, draws)
             over_seeds = t_interval(a.mean(axis=1) - b.mean(axis=1))
             summary["differences"][f"{better}-{worse}.{task}"] = {
-                "bootstrap": bootstrap, "t": over_seeds, "verdict": verdict(bootstrap, over_seeds),
+                "seeds": both, "bootstrap": bootstrap, "t": over_seeds, "verdict": verdict(bootstrap, over_seeds),
                 "per_seed": (a.mean(axis=1) - b.mean(axis=1)).tolist()}
     return summary
 
@@ -191,6 +260,12 @@ def summarize(root: Path, seeds: Sequence[int], draws: int = 10_000) -> dict:
 # ------------------------------------------------------------------------------------- writing
 def _percent(value: float) -> str:
     return "−∞" if value == -math.inf else "∞" if value == math.inf else f"{100 * value:+.2f}"
+
+
+def _per_seed(seeds: Sequence[int], values: Sequence[float], form: str = "") -> str:
+    """``"s0 94.90, s1 95.10"``: each seed's value, as a percentage (``form``) or as signed points."""
+    return ", ".join(f"s{seed} " + (format(100 * value, form) if form else _percent(value))
+                     for seed, value in zip(seeds, values))
 
 
 def write_tables(summary: dict, path: Path, description: str, table3: list[str] = (), wall: str = "") -> Path:
@@ -203,6 +278,11 @@ def write_tables(summary: dict, path: Path, description: str, table3: list[str] 
              f"Data: {description}", ""]
     if wall:
         lines += [wall, ""]
+    recorded = sum(len(values["seeds"]) for tasks in summary["accuracy"].values() for values in tasks.values())
+    expected = len(seeds) * sum(len(run.tasks) for run in RUNS)
+    if recorded < expected:
+        lines += [f"**In progress:** {recorded} of {expected} (config, task, seed) results recorded; each "
+                  "difference is over the seeds both configurations have.", ""]
     lines += ["## Accuracy (%), mean ± standard deviation over seeds, each seed's run in brackets", "",
               "| task | A | B | C | paper A | paper B | paper C |", "|---|---|---|---|---:|---:|---:|"]
     for task in TASKS:
@@ -210,7 +290,7 @@ def write_tables(summary: dict, path: Path, description: str, table3: list[str] 
         for config in "ABC":
             values = summary["accuracy"].get(config, {}).get(task)
             cells.append("—" if values is None else f"{100 * values['mean']:.2f} ± {100 * values['sd']:.2f} "
-                         f"({', '.join(f'{100 * v:.2f}' for v in values['per_seed'])})")
+                         f"({_per_seed(values['seeds'], values['per_seed'], '.2f')})")
         lines.append(f"| {task} | " + " | ".join(cells) + " | "
                      + " | ".join(f"{PAPER_ACCURACY[c][task]:.2f}" for c in "ABC") + " |")
     lines += ["", "## Paired differences (points), with 95 % intervals", "",
@@ -222,7 +302,7 @@ def write_tables(summary: dict, path: Path, description: str, table3: list[str] 
         paper = PAPER_ACCURACY[better][task] - PAPER_ACCURACY[worse][task]
         boot, t = values["bootstrap"], values["t"]
         lines.append(f"| {better} − {worse} | {task} | {_percent(boot[0])} | [{_percent(boot[1])}, {_percent(boot[2])}] "
-                     f"| [{_percent(t[1])}, {_percent(t[2])}] | {', '.join(_percent(v) for v in values['per_seed'])} "
+                     f"| [{_percent(t[1])}, {_percent(t[2])}] | {_per_seed(values['seeds'], values['per_seed'])} "
                      f"| {paper:+.2f} | {values['verdict']} |")
     lines += ["", "Bootstrap: 10,000 resamples of the test images, each image's correctness averaged over seeds, "
               "the same images for both configurations. t: Student's t over the per-seed differences. "

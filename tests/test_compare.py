@@ -74,7 +74,9 @@ def test_compare_writes_table2_over_seeds_and_a_figure(comparison):
     summary = json.loads((comparison / "table2_seeds.json").read_text())
     assert len(summary["accuracy"]["C"]["age"]["per_seed"]) == 2
     folders = sorted(p.name for p in comparison.iterdir() if p.is_dir())
-    assert folders == sorted(f"{run.label}-seed{seed}" for run, seed in compare.comparison_plan([0, 1]))
+    runs = sorted(f"{run.label}-seed{seed}" for run, seed in compare.comparison_plan([0, 1]))
+    assert folders == sorted(runs + ["record"])
+    assert sorted(p.stem for p in (comparison / "record").iterdir()) == runs
 
 
 def test_seeds_give_different_runs_and_a_seed_repeats_itself(comparison, tmp_path):
@@ -97,6 +99,7 @@ def test_finished_runs_are_skipped_and_an_interrupted_one_finishes_the_same(comp
     shutil.copytree(comparison, root)
     interrupted = root / "B-seed1"  # made again, as if stopped after its first of two epochs
     shutil.rmtree(interrupted)
+    (root / "record" / "B-seed1.npz").unlink()
     arguments = train_mtl.parse_arguments(ARGUMENTS + ["--seeds", "0,1", "--run-dir", str(root)])
     data, test, _, _ = train_mtl.load_data(arguments, ("smile", "gender", "age"))
     config = train_mtl.comparison_config(arguments, compare.RUNS[3], 1, data)
@@ -116,6 +119,53 @@ def test_finished_runs_are_skipped_and_an_interrupted_one_finishes_the_same(comp
     resumed, straight = predictions(interrupted), predictions(comparison / "B-seed1")
     for task in straight:
         np.testing.assert_array_equal(resumed[task], straight[task])
+
+
+def test_a_record_holds_each_images_correctness_and_no_names(comparison):
+    recorded, seconds = compare.read_record(comparison / "record" / "C-seed0.npz")
+    straight = compare.read_predictions(comparison / "C-seed0")
+    for task, values in straight.items():
+        order = np.argsort(values["names"])
+        correct, digest = recorded[task]
+        np.testing.assert_array_equal(correct, values["predicted"][order] == values["truth"][order])
+        assert digest == compare.names_digest(values["names"][::-1])  # the order of the names does not matter
+    assert seconds > 0
+    with np.load(comparison / "record" / "C-seed0.npz") as stored:
+        assert all(stored[key].dtype.kind in "bfu" for key in stored.files)  # numbers only: no names, no labels
+        assert sorted(stored.files) == sorted(["seconds"] + [f"{kind}.{task}" for task in straight
+                                                             for kind in ("correct", "digest")])
+
+
+def test_the_records_alone_continue_a_comparison_elsewhere(comparison, tmp_path, monkeypatch):
+    """A new machine with only the committed records: nothing is trained again and the tables are the same;
+    a record tested on other images is refused by name."""
+    import shutil
+
+    shutil.copytree(comparison / "record", tmp_path / "kept")
+    monkeypatch.setattr(train_mtl, "fit", lambda *args, **kwargs: pytest.fail("a recorded run was trained again"))
+    train_mtl.main(ARGUMENTS + ["--seeds", "0,1", "--run-dir", str(tmp_path / "new"), "--record", str(tmp_path / "kept")])
+    again = json.loads((tmp_path / "new" / "table2_seeds.json").read_text())
+    assert again == json.loads((comparison / "table2_seeds.json").read_text())
+
+    path = tmp_path / "kept" / "B-seed0.npz"
+    state = dict(np.load(path))
+    state["digest.age"] = np.zeros_like(state["digest.age"])
+    np.savez(path, **state)
+    with pytest.raises(ValueError, match="B-seed0.npz was tested on other age images"):
+        compare.summarize(tmp_path / "kept", [0, 1])
+
+
+def test_a_comparison_in_progress_is_summarized_over_the_seeds_recorded(comparison, tmp_path):
+    import shutil
+
+    shutil.copytree(comparison / "record", tmp_path / "kept")
+    (tmp_path / "kept" / "A-smile-seed1.npz").unlink()
+    summary = compare.summarize(tmp_path / "kept", [0, 1, 2], draws=200)
+    assert summary["accuracy"]["A"]["smile"]["seeds"] == [0] and summary["accuracy"]["C"]["smile"]["seeds"] == [0, 1]
+    assert summary["differences"]["C-A.smile"]["seeds"] == [0] and summary["differences"]["C-A.age"]["seeds"] == [0, 1]
+    table = compare.write_tables(summary, tmp_path / "table.md", "drawn faces").read_text()
+    # 9 (config, task) results a seed: the 3 A runs, and B and C with 3 tasks each; seed 1 lacks A-smile
+    assert "**In progress:** 17 of 27 (config, task, seed) results recorded" in table
 
 
 def test_mistyped_seeds_or_config_is_one_line(capsys):

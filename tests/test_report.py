@@ -31,15 +31,17 @@ def test_report_and_figures_are_written(tmp_path):
 
 def test_comparison_table(tmp_path):
     summary = {"seeds": [0, 1], "accuracy": {
-        "A": {"smile": {"per_seed": [0.9, 0.92], "mean": 0.91, "sd": 0.0141, "images": 10}},
-        "C": {"smile": {"per_seed": [0.95, 0.94], "mean": 0.945, "sd": 0.00707, "images": 10},
-              "age": {"per_seed": [0.5, 0.5], "mean": 0.5, "sd": 0.0, "images": 10}}},
+        "A": {"smile": {"seeds": [0, 1], "per_seed": [0.9, 0.92], "mean": 0.91, "sd": 0.0141, "images": 10}},
+        "C": {"smile": {"seeds": [0, 1], "per_seed": [0.95, 0.94], "mean": 0.945, "sd": 0.00707, "images": 10},
+              "age": {"seeds": [0, 1], "per_seed": [0.5, 0.5], "mean": 0.5, "sd": 0.0, "images": 10}}},
         "differences": {"C-A.smile": {"bootstrap": (0.035, 0.01, 0.06), "t": (0.035, -0.1, 0.17),
-                                      "per_seed": [0.05, 0.02], "verdict": "not distinguishable"}}}
+                                      "seeds": [0, 1], "per_seed": [0.05, 0.02], "verdict": "not distinguishable"}}}
     text = write_tables(summary, tmp_path / "table2.md", "x").read_text()
-    assert "| smile | 91.00 ± 1.41 (90.00, 92.00) | — | 94.50 ± 0.71 (95.00, 94.00) | 95.08 | 95.60 | 96.63 |" in text
+    assert "| smile | 91.00 ± 1.41 (s0 90.00, s1 92.00) | — | 94.50 ± 0.71 (s0 95.00, s1 94.00) | 95.08 | 95.60 | 96.63 |" in text
     assert "| gender | — | — | — |" in text
-    assert "| C − A | smile | +3.50 | [+1.00, +6.00] | [-10.00, +17.00] | +5.00, +2.00 | +1.55 | not distinguishable |" in text
+    assert "**In progress:** 6 of 18 (config, task, seed) results recorded" in text  # 9 a seed: 3 A, 3 B, 3 C
+    assert ("| C − A | smile | +3.50 | [+1.00, +6.00] | [-10.00, +17.00] | s0 +5.00, s1 +2.00 | +1.55 "
+            "| not distinguishable |") in text
 
 
 def test_report_rows_per_data_set_with_the_majority_class_beside_them(tmp_path):

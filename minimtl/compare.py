@@ -183,9 +183,13 @@ def read_record(path: Path) -> tuple[dict[str, tuple[np.ndarray, str]], float]:
     """``({task: (correct (N,) bool, names digest)}, seconds)`` from a record written by :func:`record_run`."""
     from minimtl import serialization
 
-    stored = serialization.load(path)
+    stored = serialization.load(path)  # ValueError naming the file if it is not an .npz
     tasks = [key[len("correct."):] for key in stored if key.startswith("correct.")]
-    return ({task: (stored[f"correct.{task}"], stored[f"digest.{task}"].tobytes().hex()) for task in tasks},
+    wanted = ["seconds"] + [f"digest.{task}" for task in tasks]
+    if not tasks or any(key not in stored for key in wanted):
+        raise ValueError(f"{path} is not a --compare record (it needs seconds, and correct.<task> with digest.<task>): "
+                         f"delete it and the run is trained and recorded again")
+    return ({task: (stored[f"correct.{task}"].astype(bool), stored[f"digest.{task}"].tobytes().hex()) for task in tasks},
             float(stored["seconds"]))
 
 

@@ -168,6 +168,14 @@ def test_a_comparison_in_progress_is_summarized_over_the_seeds_recorded(comparis
     assert "**In progress:** 17 of 27 (config, task, seed) results recorded" in table
 
 
+def test_a_record_that_is_not_one_is_refused_by_name(tmp_path):
+    np.savez(tmp_path / "C-seed0.npz", **{"correct.smile": np.ones(3, bool)})  # no digest, no seconds
+    (tmp_path / "B-seed0.npz").write_bytes(b"PK\x03\x04 cut short")
+    for name in ("C-seed0.npz", "B-seed0.npz"):
+        with pytest.raises(ValueError, match=name):
+            compare.read_record(tmp_path / name)
+
+
 def test_mistyped_seeds_or_config_is_one_line(capsys):
     for bad in (["--seeds", "0,one"], ["--config", "D"]):
         with pytest.raises(SystemExit) as exit:

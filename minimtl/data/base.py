@@ -461,6 +461,11 @@ def split_indices(dataset: FaceDataset, test_size: int | float, seed: int = 0) -
     ``test_size``: number of test samples (int) or fraction (float in (0, 1)).
     The test side gets whole groups of duplicates until it reaches the size, so
     it can exceed an int ``test_size`` by the size of the last group.
+
+    Which images are held out depends on their names and ``seed`` only: each group of duplicates is ranked by
+    a hash of ``seed`` and the first of its names in sorted order, and the lowest-ranked groups are tested on.  So the same photos are
+    held out whatever face framing cropped them (the pixels only decide which images are duplicates), and
+    adding or losing one image moves at most that image, not the whole split.
     """
     count = len(dataset)
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer, np.floating)):
@@ -473,10 +478,15 @@ def split_indices(dataset: FaceDataset, test_size: int | float, seed: int = 0) -
         wanted = int(test_size)
     if not 0 < wanted < count:
         raise ValueError(f"test_size gives {wanted} test samples out of {count}; need between 1 and {count - 1}")
-    keys = _group_keys(dataset)
-    unique, group_of = np.unique(keys, return_inverse=True)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    sizes = np.bincount(group_of, minlength=len(unique))
+    group_of = np.unique(_group_keys(dataset), return_inverse=True)[1].ravel()
+    by_name = np.argsort(dataset.names, kind="stable")
+    first_name = {}  # group → the first of its names in sorted order
+    for index in by_name[::-1]:
+        first_name[group_of[index]] = dataset.names[index]
+    groups = group_of.max() + 1
+    rank = [hashlib.sha1(f"{seed}/{first_name[group]}".encode()).hexdigest() for group in range(groups)]
+    order = np.argsort(rank, kind="stable")
+    sizes = np.bincount(group_of, minlength=groups)
     test_groups = order[: int(np.searchsorted(np.cumsum(sizes[order]), wanted, side="left")) + 1]
     is_test = np.isin(group_of, test_groups)
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)

@@ -139,6 +139,8 @@ def check_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespa
                                         ("--decay-rate", a.decay_rate, 0 < a.decay_rate <= 1, "above 0 and at most 1"),
                                         ("--weight-decay", a.weight_decay, 0 <= a.weight_decay, "0 or more"),
                                         ("--weight-average", a.weight_average, 0 <= a.weight_average < 1,
+                                         "at least 0 and below 1"),
+                                        ("--label-smoothing", a.label_smoothing, 0 <= a.label_smoothing < 1,
                                          "at least 0 and below 1")):
         if not (math.isfinite(value) and fits):
             bad(option, value, f"a finite number {wanted}")

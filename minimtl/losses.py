@@ -36,7 +36,7 @@ from minimtl.functional import check_float, log_softmax
 
 
 def masked_cross_entropy(logits: Tensor, labels: np.ndarray, mask: np.ndarray | None = None,
-                         normalize: str = "present") -> Tensor:
+                         normalize: str = "present", label_smoothing: float = 0.0) -> Tensor:
     """Eq. (1): cross-entropy of one task's head over the samples that carry the task.
 
     Args:
@@ -46,6 +46,10 @@ def masked_cross_entropy(logits: Tensor, labels: np.ndarray, mask: np.ndarray | 
         mask: ``(M,)`` the ``β_i^t`` (1 = has the label, 0 = not); all ones if None.
         normalize: ``"all"`` divides by ``M`` (Eq. 1 as printed);
             ``"present"`` by ``max(Σ β, 1)`` (the BKNet reference).
+        label_smoothing: ``ε`` in [0, 1): the target ``X_i^t`` of Eq. (1) becomes
+            ``(1 − ε) · one-hot + ε / N_t`` (Szegedy et al., 2016, Section 7), so a confident
+            right answer still costs a little and the head is not pushed to ever larger scores;
+            0 is Eq. (1) as printed.
 
     Returns:
         A scalar tensor.
@@ -70,15 +74,18 @@ def masked_cross_entropy(logits: Tensor, labels: np.ndarray, mask: np.ndarray | 
         raise ValueError(f"label {labels[bad][0]} out of range for {classes} classes (at sample {int(np.argmax(bad))})")
     if not np.all(np.isfinite(logits.data)):
         raise ValueError("masked_cross_entropy got NaN or infinite logits")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if normalize == "all":
         denominator = float(m)
     elif normalize == "present":
         denominator = float(max(present.sum(), 1))
     else:
         raise ValueError(f"normalize must be 'all' or 'present', got {normalize!r}")
-    # β_i · X_i(j) as one (M, N_t) array: the one-hot label of each present sample, zeros elsewhere.
+    # β_i · X_i(j) as one (M, N_t) array: the (smoothed) one-hot label of each present sample, zeros elsewhere.
     weights = np.zeros((m, classes), dtype=logits.dtype)
-    weights[np.flatnonzero(present), labels[present]] = 1.0
+    weights[np.flatnonzero(present), labels[present]] = 1.0 - label_smoothing
+    weights[present] += label_smoothing / classes
     picked = log_softmax(logits, axis=1) * Tensor(weights, _copy=False)
     return ops.sum(picked) * (-1.0 / denominator)
 

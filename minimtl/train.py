@@ -96,6 +96,9 @@ class TrainConfig:
     weight_average: float = field(default=0.999, metadata={
         "help": "evaluate and save an exponential moving average of the weights with this decay (e.g. 0.999); "
                 "0: the last weights"})
+    # Not in the paper; one of the candidates against over-fitting GENKI-4K's 3,000 training faces.
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "ε of label smoothing: train towards (1 − ε)·one-hot + ε/classes (0: Eq. (1) as printed)"})
     normalize: str = field(default="present", metadata={
         "choices": ("present", "all"),
         "help": "Eq. (1) denominator: samples carrying the task, or the whole batch M"})
@@ -198,7 +201,8 @@ def train_step(model: BKNet, optimizer: SGD, batch: Batch, config: TrainConfig) 
     for task in model.tasks:
         if not np.all(np.isfinite(outputs[task].data)):
             raise NonFiniteLoss(f"non-finite {task} output at step {optimizer.step_count}")
-        losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize)
+        losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize,
+                                             config.label_smoothing)
         present = int(masks[task].sum())
         if present:
             stats[task] = (losses[task].item(), accuracy(outputs[task].data.argmax(1), labels[task], masks[task]), present)
@@ -274,7 +278,8 @@ def distributed_train_step(model: BKNet, optimizer: SGD, batch: Batch, config: T
                 local[index, 4] = 1
                 continue
             present = int(masks[task].sum())
-            losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize)
+            losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize,
+                                             config.label_smoothing)
             denominator = max(present, 1) if config.normalize == "present" else len(images)
             correct = (outputs[task].data.argmax(1) == labels[task]) & (masks[task] == 1)
             local[index, :4] = present, len(images), losses[task].item() * denominator, int(correct.sum())

@@ -77,6 +77,7 @@ def run_train_mtl(argv, capsys) -> tuple[int, str]:
     (["--tasks", "smile,beard"], "--tasks"),
     (["--datasets", "genki4k,celeba"], "unknown data set celeba"),
     (["--lr", "nan"], "--lr must be a finite number"),
+    (["--label-smoothing", "1"], "--label-smoothing must be a finite number at least 0 and below 1"),
     (["--seeds", "0,x", "--compare"], "seed"),
 ])
 def test_train_mtl_refuses_what_it_cannot_train_without_touching_a_finished_run(finished_run, extra, words, capsys):

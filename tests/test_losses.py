@@ -58,6 +58,29 @@ def test_masked_cross_entropy_gradient(m, classes, normalize, seed):
     gradcheck(lambda t: masked_cross_entropy(t, labels, mask, normalize), [logits])
 
 
+def test_label_smoothing_by_hand():
+    # ε = 0.3, two classes: the target of sample 0 (class 0) is (0.85, 0.15); sample 1 is masked out.
+    logits = mt.Tensor(np.array([[2.0, 0.0], [5.0, -5.0]]))
+    log_p = (2 - math.log(math.exp(2) + 1), 0 - math.log(math.exp(2) + 1))
+    expected = -(0.85 * log_p[0] + 0.15 * log_p[1])
+    loss = masked_cross_entropy(logits, np.array([0, -1]), np.array([1.0, 0.0]), "present", label_smoothing=0.3)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    assert masked_cross_entropy(logits, np.array([0, -1]), np.array([1.0, 0.0]), label_smoothing=0.0).item() == \
+        pytest.approx(-log_p[0], rel=1e-12)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing must be in"):
+            masked_cross_entropy(logits, np.array([0, 1]), label_smoothing=bad)
+
+
+@settings(**settings_fast)
+@given(st.integers(1, 6), st.integers(2, 5), st.floats(0.01, 0.5), st.integers(0, 2**16))
+def test_smoothed_cross_entropy_gradient(m, classes, smoothing, seed):
+    # A smoothed target keeps the loss above its entropy, so no input is too small for finite differences.
+    rng = np.random.default_rng(seed)
+    labels, mask = rng.integers(0, classes, m), (rng.random(m) < 0.6).astype(np.float64)
+    gradcheck(lambda t: masked_cross_entropy(t, labels, mask, "present", smoothing), [random_array((m, classes), seed) * 2])
+
+
 def test_normalisations_differ_by_the_share_of_present_samples():
     rng = np.random.default_rng(1)
     logits = mt.Tensor(rng.standard_normal((10, 3)))

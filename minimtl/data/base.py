@@ -462,10 +462,10 @@ def split_indices(dataset: FaceDataset, test_size: int | float, seed: int = 0) -
     The test side gets whole groups of duplicates until it reaches the size, so
     it can exceed an int ``test_size`` by the size of the last group.
 
-    Which images are held out depends on their names and ``seed`` only: each group of duplicates is ranked by
-    a hash of ``seed`` and the first of its names in sorted order, and the lowest-ranked groups are tested on.  So the same photos are
-    held out whatever face framing cropped them (the pixels only decide which images are duplicates), and
-    adding or losing one image moves at most that image, not the whole split.
+    Which images are held out depends on their names and ``seed`` only: each group of duplicates is ranked
+    by a hash of ``seed`` and the first of its names in sorted order, and the lowest-ranked groups are
+    tested on.  So the same photos are held out whatever face framing cropped them (the pixels only decide
+    which images are duplicates), and adding or losing one image moves at most that image, not the split.
     """
     count = len(dataset)
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer, np.floating)):

@@ -279,7 +279,7 @@ def distributed_train_step(model: BKNet, optimizer: SGD, batch: Batch, config: T
                 continue
             present = int(masks[task].sum())
             losses[task] = masked_cross_entropy(outputs[task], labels[task], masks[task], config.normalize,
-                                            config.label_smoothing)
+                                                config.label_smoothing)
             denominator = max(present, 1) if config.normalize == "present" else len(images)
             correct = (outputs[task].data.argmax(1) == labels[task]) & (masks[task] == 1)
             local[index, :4] = present, len(images), losses[task].item() * denominator, int(correct.sum())
